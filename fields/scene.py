@@ -68,9 +68,13 @@ class GaussianScene:
         }
         for name, (t, shape) in expect.items():
             if tuple(t.shape) != shape:
-                raise ValueError(f"GaussianScene.{name} has shape {tuple(t.shape)}, expected {shape}")
+                raise ValueError(
+                    f"GaussianScene.{name} has shape {tuple(t.shape)}, expected {shape}"
+                )
         if self.sh.ndim != 3 or self.sh.shape[0] != n or self.sh.shape[2] != 3:
-            raise ValueError(f"GaussianScene.sh has shape {tuple(self.sh.shape)}, expected ({n}, K, 3)")
+            raise ValueError(
+                f"GaussianScene.sh has shape {tuple(self.sh.shape)}, expected ({n}, K, 3)"
+            )
         sh_degree_from_k(self.sh.shape[1])  # raises for K not in {1, 4, 9, 16}
         for k, v in self.extras.items():
             if v.ndim == 0 or v.shape[0] != n:
@@ -208,7 +212,9 @@ class GaussianScene:
         idx = _as_tensor(index)
         if idx.dtype == torch.bool:
             if idx.shape != (len(self),):
-                raise ValueError(f"subset mask has shape {tuple(idx.shape)}, expected ({len(self)},)")
+                raise ValueError(
+                    f"subset mask has shape {tuple(idx.shape)}, expected ({len(self)},)"
+                )
         elif idx.numel() and (idx.min() < -len(self) or idx.max() >= len(self)):
             raise IndexError(f"subset index out of range for a scene of {len(self)} Gaussians")
         idx = idx.to(self.device)
@@ -248,7 +254,9 @@ class GaussianScene:
             raise ValueError("transform matrix is singular")
         R = A / s
         if torch.dist(R @ R.T, torch.eye(3, dtype=R.dtype)) > 1e-4 or torch.linalg.det(R) < 0:
-            raise ValueError("transform must be a rotation times a uniform positive scale (no shear or mirror)")
+            raise ValueError(
+                "transform must be a rotation times a uniform positive scale (no shear or mirror)"
+            )
         dtype, dev = self.means.dtype, self.device
         Rf = R.to(dtype=dtype, device=dev)
         means = (self.means @ Rf.T) * float(s) + T[:3, 3].to(dtype=dtype, device=dev)
@@ -380,7 +388,8 @@ def rotmat_to_quat(R: Tensor) -> Tensor:
     t = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
     # Shepperd's method: pick the largest of 4 candidates for numerical stability.
     cand = torch.stack(
-        [1 + t, 1 + 2 * m[..., 0, 0] - t, 1 + 2 * m[..., 1, 1] - t, 1 + 2 * m[..., 2, 2] - t], dim=-1
+        [1 + t, 1 + 2 * m[..., 0, 0] - t, 1 + 2 * m[..., 1, 1] - t, 1 + 2 * m[..., 2, 2] - t],
+        dim=-1,
     )
     i = cand.argmax(-1)
     r = torch.sqrt(cand.gather(-1, i[..., None]).squeeze(-1).clamp_min(1e-12))

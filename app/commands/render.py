@@ -71,7 +71,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_views > 0:
         cameras = cameras[: args.max_views]
     args.out.mkdir(parents=True, exist_ok=True)
-    paths = [args.out / f"{(c.name or f'view_{i:03d}').replace('/', '_')}.png" for i, c in enumerate(cameras)]
+    paths = [
+        args.out / f"{(c.name or f'view_{i:03d}').replace('/', '_')}.png"
+        for i, c in enumerate(cameras)
+    ]
     paths = [p if p.name.endswith(".png") else p.with_suffix(".png") for p in paths]
     clash = [p for p in paths if p.exists()]
     if clash and not args.overwrite:
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     bg = torch.ones(3, device=device)
     t0 = time.perf_counter()
     with torch.no_grad():
-        for cam, path in zip(cameras, paths):
+        for cam, path in zip(cameras, paths, strict=True):
             out = render(scene, cam, backend=args.backend, background=bg)
             img = (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
             Image.fromarray(np.ascontiguousarray(img)).save(path)

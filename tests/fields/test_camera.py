@@ -26,7 +26,9 @@ def test_look_at_puts_target_at_principal_point_and_up_is_up():
 
 def test_opengl_c2w_converts_to_opencv():
     cam_cv = Camera.look_at((1.0, 2.0, 3.0), (0.0, 0.0, 0.0), (0.0, 0.0, 1.0), K, 64, 48)
-    c2w_gl = cam_cv.c2w.double() @ torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
+    c2w_gl = cam_cv.c2w.double() @ torch.diag(
+        torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64)
+    )
     cam_gl = Camera.from_c2w(c2w_gl, K, 64, 48, opengl=True)
     assert torch.allclose(cam_gl.viewmat, cam_cv.viewmat, atol=1e-5)
 

@@ -98,7 +98,9 @@ def test_scene_is_immutable_value():
 
 
 def test_concat_pads_sh_and_fills_missing_extras():
-    a = random_scene(4, degree=0, extras=False).with_extras(label=torch.arange(4, dtype=torch.int32))
+    a = random_scene(4, degree=0, extras=False).with_extras(
+        label=torch.arange(4, dtype=torch.int32)
+    )
     b = random_scene(3, degree=2, seed=1, extras=False).with_extras(
         feature=torch.ones(3, 2), selected=torch.ones(3, dtype=torch.bool)
     )
@@ -163,6 +165,7 @@ def test_similarity_transform():
     out = s.transform(T)
     assert torch.allclose(out.means.double(), scale * s.means.double() @ R.T + t, atol=1e-5)
     assert torch.allclose(out.scales, s.scales + math.log(scale), atol=1e-6)
+
     # Covariance transforms as A Σ Aᵀ.
     def cov(sc):
         Rq = quat_to_rotmat(sc.quats.double())
@@ -203,8 +206,11 @@ def test_from_activated_roundtrip():
     n = 8
     colors = torch.rand(n, 3)
     s = GaussianScene.from_activated(
-        torch.zeros(n, 3), torch.tensor([[1.0, 0, 0, 0]] * n), torch.full((n, 3), 0.01),
-        torch.full((n,), 0.9), colors,
+        torch.zeros(n, 3),
+        torch.tensor([[1.0, 0, 0, 0]] * n),
+        torch.full((n, 3), 0.01),
+        torch.full((n,), 0.9),
+        colors,
     )
     assert torch.allclose(s.colors, colors, atol=1e-6)
     assert torch.allclose(s.activated_opacities(), torch.full((n,), 0.9), atol=1e-6)
