@@ -1,0 +1,10 @@
+"""Rendering Gaussian scenes: `render(scene, camera)` -> `RenderOutput` (rgb, alpha, expected
+depth, optional feature channels, per-Gaussian radii and screen positions).
+
+Backends: "gsplat" (CUDA) and "cpu" (torch projection + compiled tile rasterizer); "auto" picks
+by the scene's device. Slow references for tests live in `fields.render._reference`.
+"""
+
+from ._render import RenderOutput, render
+
+__all__ = ["RenderOutput", "render"]
