@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+
+# OpenMP threads (torch's and our rasterizer's) must sleep, not spin, while waiting: the browser
+# and the viewer share the cores, and spinning made renders several times slower there. This must
+# be set before torch loads its OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .commands import COMMANDS
 
