@@ -1,8 +1,10 @@
 """Registry of CLI commands: name -> module with HELP, add_arguments(parser), run(args)."""
 
-from . import make_demo, render
+from . import demo, make_demo, render, view
 
 COMMANDS = {
     "make-demo": make_demo,
     "render": render,
+    "view": view,
+    "demo": demo,
 }

@@ -1,0 +1,150 @@
+"""Open a Gaussian scene in the browser: splats render client-side (no GPU needed on the
+server), with selection, reversible edits, save/export and overlays. Serves on 127.0.0.1 only
+unless --host says otherwise; no public share link unless --share. Paths typed in the GUI are
+confined to the current working directory."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HELP = "open a scene in the browser viewer (select, edit, save)"
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def add_server_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by `view` and `demo`."""
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to bind (0.0.0.0 exposes the viewer on the network)",
+    )
+    p.add_argument(
+        "--port", type=int, default=8080, help="port; the next free one is used if taken"
+    )
+    p.add_argument(
+        "--share", action="store_true", help="also request a public share URL from viser's service"
+    )
+    p.add_argument(
+        "--overlay-size",
+        type=int,
+        default=192,
+        help="long side of server-rendered overlays (128-256)",
+    )
+    p.add_argument(
+        "--no-cameras", action="store_true", help="do not draw the dataset's camera frustums"
+    )
+    p.add_argument(
+        "--max-splats",
+        type=_splat_count,
+        default=None,
+        metavar="N",
+        help="splats sent to the browser: 'auto' (a widened sample until the browser proves it "
+        "renders fast, then all), 0 for all, or at most N",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=default_threads(),
+        help="torch threads for edits and overlays (half the cores: the browser needs the rest, "
+        "and oversubscribed threads spin instead of working)",
+    )
+
+
+def _splat_count(text: str) -> int | None:
+    if text.strip().lower() == "auto":
+        return None
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be 'auto', 0 (all) or a positive count")
+    return n
+
+
+def default_threads() -> int:
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("scene", type=Path, help="scene file (.ply, compressed .ply, .splat, .spz)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="dataset (COLMAP, transforms.json, Blender) for cameras",
+    )
+    add_server_arguments(p)
+
+
+def serve(args: argparse.Namespace, load: Callable[[], dict], *, t0: float | None = None) -> int:
+    """Start the server first (the browser can load the page meanwhile), then `load()` the scene
+    (a dict of `ViewerApp` keyword arguments: scene, cameras, source, title), then block."""
+    from app.viewer import ViewerConfig, start_server
+
+    t0 = time.perf_counter() if t0 is None else t0
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    config = ViewerConfig(
+        host=args.host,
+        port=args.port,
+        share=args.share,
+        overlay_size=args.overlay_size,
+        show_cameras=not args.no_cameras,
+        max_splats=args.max_splats,
+    )
+    started = start_server(config)
+    if started.port_was_taken:
+        print(
+            f"scenelab: port {started.requested_port} on {args.host} is already in use; "
+            f"serving on port {started.port} instead",
+            file=sys.stderr,
+        )
+    print(f"scenelab viewer: {started.url}  (loading the scene…)", flush=True)
+    if started.share_url:
+        print(f"scenelab viewer: public share link {started.share_url}", flush=True)
+    if args.host not in LOCAL_HOSTS:
+        print(
+            f"scenelab: warning: listening on {args.host}: anyone who can reach this port can "
+            f"view, edit and save files under {Path.cwd()}",
+            file=sys.stderr,
+        )
+    try:
+        import torch
+
+        from app.viewer import ViewerApp
+
+        torch.set_num_threads(max(1, args.threads))
+        kwargs = load()
+        app = ViewerApp(config=config, server=started, **kwargs)
+    except BaseException:
+        started.server.stop()
+        raise
+    n = len(kwargs["scene"])
+    print(
+        f"scenelab viewer: {app.url}  —  {n:,} Gaussians, ready in "
+        f"{time.perf_counter() - t0:.1f} s; Ctrl+C to stop",
+        flush=True,
+    )
+    app.wait()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    if not args.scene.is_file():
+        raise FileNotFoundError(f"no scene file at {args.scene}")
+    if args.data is not None and not args.data.exists():
+        raise FileNotFoundError(f"no dataset at {args.data}")
+
+    def load() -> dict:
+        from fields import load_dataset, load_scene
+
+        scene = load_scene(args.scene)
+        cameras = load_dataset(args.data).cameras if args.data is not None else []
+        return {"scene": scene, "cameras": cameras, "source": args.scene.resolve()}
+
+    return serve(args, load, t0=t0)

@@ -1,0 +1,163 @@
+"""The "View" folder: what the browser shows (splat colours, or a server-rendered overlay), the
+overlay resolution, the dataset's camera frustums (click one to look through it), reset view."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ._camera import pose_of, vertical_fov
+
+if TYPE_CHECKING:
+    from ._app import ViewerApp
+
+# Display label -> (splat colour mode, server overlay or None).
+DISPLAYS: dict[str, tuple[str, str | None]] = {
+    "Colour": ("rgb", None),
+    "Selection": ("selection", None),
+    "Values": ("values", None),
+    "Depth (rendered)": ("rgb", "depth"),
+    "Coverage (rendered)": ("rgb", "alpha"),
+    "Selection (rendered)": ("rgb", "selection"),
+    "Values (rendered)": ("rgb", "values"),
+}
+CAMERAS_NODE = "/dataset_cameras"
+
+
+class ViewPanel:
+    def __init__(self, app: ViewerApp) -> None:
+        self.app = app
+        gui = app.server.gui
+        with gui.add_folder("View"):
+            self.display = gui.add_dropdown(
+                "Display",
+                tuple(DISPLAYS),
+                initial_value="Colour",
+                hint="Splat colours, or an overlay rendered on the server while the camera rests.",
+            )
+            self.overlay_size = gui.add_slider(
+                "Overlay px", 128, 256, 32, app.overlay_size, hint="Long side of rendered overlays"
+            )
+            self.show_cameras = gui.add_checkbox(
+                "Dataset cameras",
+                bool(app.cameras) and app.config.show_cameras,
+                disabled=not app.cameras,
+            )
+            self.all_splats = gui.add_checkbox(
+                "Every splat",
+                app.splat_budget is None,
+                hint="Send every splat to the browser. Off: a widened sample while the browser "
+                "renders slowly (software WebGL).",
+            )
+            self.budget_note = gui.add_markdown("", visible=False)
+            self.reset_button = gui.add_button("Reset view")
+            self.up_note = gui.add_markdown(f"Up: {_fmt_up(app.up)} ({app.up_source})")
+        self.display.on_update(
+            app.action("Display")(lambda _e: self.set_display(self.display.value))
+        )
+        self.overlay_size.on_update(
+            app.action("Overlay size")(
+                lambda _e: app.set_overlay_size(int(self.overlay_size.value))
+            )
+        )
+        self.show_cameras.on_update(
+            app.action("Cameras")(lambda _e: self.set_cameras_visible(self.show_cameras.value))
+        )
+        self.reset_button.on_click(app.action("Reset view")(lambda e: app.reset_view(e.client)))
+        self.all_splats.on_update(app.action("Every splat")(lambda _e: self._on_all_splats()))
+        self.sync_budget()
+        self.frustums = self._add_frustums() if app.cameras else []
+        if self.frustums and not self.show_cameras.value:
+            self.set_cameras_visible(False)
+
+    def set_display(self, label: str) -> None:
+        if label not in DISPLAYS:
+            raise ValueError(f"unknown display {label!r}; expected one of {tuple(DISPLAYS)}")
+        color_mode, overlay = DISPLAYS[label]
+        snap = self.app.state.snapshot()
+        if "values" in (color_mode, overlay) and snap.values is None:
+            self.sync_display()
+            raise ValueError("there are no per-Gaussian values to show yet")
+        self.app.state.set_color_mode(color_mode)
+        self.app.set_overlay(overlay)
+        if self.display.value != label:
+            self.display.value = label
+
+    def sync_display(self) -> None:
+        """Point the dropdown at what is actually shown (after a fallback)."""
+        mode, overlay = self.app.state.color_mode, self.app.overlay_mode
+        for label, pair in DISPLAYS.items():
+            if pair == (mode, overlay):
+                if self.display.value != label:
+                    self.display.value = label
+                return
+
+    # ------------------------------------------------------------------ splat budget
+    def _on_all_splats(self) -> None:
+        want_all = bool(self.all_splats.value)
+        if want_all and self.app.splat_budget is not None:
+            self.app.set_splat_budget(None)
+        elif not want_all and self.app.splat_budget is None:
+            self.app.set_splat_budget(None, auto=True)
+
+    def sync_budget(self) -> None:
+        budget, n = self.app.splat_budget, len(self.app.state.scene)
+        thinned = budget is not None and n > budget
+        if thinned:
+            self.budget_note.content = (
+                f"Showing a {budget:,}-splat sample of {n:,}: this browser renders slowly "
+                "(software WebGL?). Tick *Every splat* to send all."
+            )
+        self.budget_note.visible = thinned
+        if bool(self.all_splats.value) != (budget is None):
+            self.all_splats.value = budget is None
+
+    # ------------------------------------------------------------------ dataset cameras
+    def _add_frustums(self) -> list:
+        from ._panel_selection import scene_extent
+
+        cams = self.app.cameras
+        keep = np.unique(
+            np.linspace(0, len(cams) - 1, min(len(cams), self.app.config.max_cameras))
+            .round()
+            .astype(int)
+        )
+        size = 0.04 * scene_extent(self.app.state.scene)
+        handles = []
+        for i in keep:
+            cam = cams[int(i)]
+            wxyz, position = pose_of(cam)
+            h = self.app.server.scene.add_camera_frustum(
+                f"{CAMERAS_NODE}/{int(i):04d}",
+                fov=vertical_fov(cam),
+                aspect=cam.width / cam.height,
+                scale=size,
+                thickness=1.5,
+                thickness_units="screen",  # thin even for the frustum the view starts in
+                color=(60, 90, 200),
+                wxyz=wxyz,
+                position=position,
+                cast_shadow=False,
+                receive_shadow=False,
+            )
+            h.on_click(self._jump_to(cam))
+            handles.append(h)
+        return handles
+
+    def _jump_to(self, cam):
+        return self.app.action("Look through camera")(
+            lambda e: self.app.look_through(e.client, cam)
+        )
+
+    def set_cameras_visible(self, show: bool) -> None:
+        for h in self.frustums:
+            h.visible = show
+
+
+def _fmt_up(up: np.ndarray) -> str:
+    axes = "xyz"
+    for i in range(3):
+        if abs(abs(up[i]) - 1.0) < 1e-6:
+            return ("+" if up[i] > 0 else "-") + axes[i]
+    return "(" + ", ".join(f"{x:.2f}" for x in up) + ")"

@@ -1,0 +1,71 @@
+"""Camera conventions between viser and fields, the up direction, the initial view."""
+
+import math
+
+import numpy as np
+import torch
+
+from app.viewer._camera import (
+    camera_from_pose,
+    camera_view,
+    framing_view,
+    pose_of,
+    scene_up,
+    vertical_fov,
+)
+from fields import Camera
+
+from .conftest import look_camera, project
+
+
+def test_pose_round_trip_and_fov(scene):
+    cam = look_camera(200, 100)
+    wxyz, pos = pose_of(cam)
+    back = camera_from_pose(wxyz, pos, vertical_fov(cam), 200, 100)
+    assert torch.allclose(back.viewmat, cam.viewmat, atol=1e-5)
+    assert torch.allclose(back.K, cam.K, atol=1e-3)
+
+
+def test_viser_pose_is_opencv_camera_to_world():
+    # viser: T_world_camera, +z forward. A camera at the origin with identity rotation looks
+    # down world +z, so a point at (0, 0, 2) projects to the image centre.
+    cam = camera_from_pose((1.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0), math.radians(60), 64, 48)
+    u, v = project(cam, (0.0, 0.0, 2.0))
+    assert abs(u - 32) < 1e-4 and abs(v - 24) < 1e-4
+    u, v = project(cam, (0.0, 0.5, 2.0))  # +y is down in the image
+    assert v > 24
+
+
+def test_up_from_meta_cameras_or_default(scene):
+    up, src = scene_up(scene)
+    assert src == "scene" and np.allclose(up, [0, 0, 1])
+    assert np.allclose(scene_up(scene.replace(meta={"up": [0, 0, 1]}))[0], [0, 0, 1])
+    bare = scene.replace(meta={})
+    up, src = scene_up(bare)
+    assert src == "default" and np.allclose(up, [0, -1, 0])
+    cams = [
+        look_camera(eye=(2.0 * math.cos(a), 2.0 * math.sin(a), 1.0)) for a in np.linspace(0, 6, 8)
+    ]
+    up, src = scene_up(bare, cams)
+    assert src == "cameras" and up @ np.array([0, 0, 1.0]) > 0.8
+
+
+def test_framing_view_sees_the_whole_scene(scene):
+    up = np.array([0.0, 0.0, 1.0])
+    eye, target = framing_view(scene, up)
+    assert eye[2] > target[2]  # from above
+    cam = Camera.look_at(tuple(eye), tuple(target), (0, 0, 1), look_camera().K, 160, 120)
+    lo, hi = scene.bounds()
+    corners = [(x, y, z) for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+    for c in corners:
+        u, v = project(cam, [float(t) for t in c])
+        assert -5 <= u <= 165 and -5 <= v <= 125
+
+
+def test_camera_view_starts_at_the_dataset_camera(scene):
+    cam = look_camera()
+    eye, look_at, up = camera_view(cam, scene)
+    assert np.allclose(eye, cam.center.numpy(), atol=1e-5)
+    fwd = (look_at - eye) / np.linalg.norm(look_at - eye)
+    assert np.allclose(fwd, cam.c2w[:3, 2].numpy(), atol=1e-5)
+    assert up @ np.array([0, 0, 1.0]) > 0.5
