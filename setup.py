@@ -1,4 +1,5 @@
-"""Builds scenelab's compiled CPU rasterizer, `fields._raster_cpu`; metadata is in pyproject.toml.
+"""Builds scenelab's compiled CPU renderer (projection + tile rasterizer), `fields._raster_cpu`;
+metadata is in pyproject.toml.
 
 The extension is plain C++17 over float buffers (pybind11 + OpenMP, no libtorch), so the isolated
 build environment needs only setuptools and pybind11. AVX2/FMA code paths are selected at run
@@ -64,7 +65,13 @@ ext_modules = [
         [f"{CSRC}/raster_cpu.cpp", f"{CSRC}/raster_avx2.cpp", f"{CSRC}/raster_generic.cpp"],
         depends=[
             f"{CSRC}/{name}"
-            for name in ("raster_core.h", "raster_types.h", "raster_tile.h", "raster_simd.h")
+            for name in (
+                "raster_core.h",
+                "raster_types.h",
+                "raster_tile.h",
+                "raster_simd.h",
+                "project.h",
+            )
         ],
         cxx_std=17,
         extra_compile_args=COMPILE_ARGS,

@@ -11,8 +11,9 @@ px, opacities U(0.2, 1), from a fixed seed.
 
 OpenMP waiting: unless OMP_WAIT_POLICY is set (or --omp-spin is given), this sets it to PASSIVE
 before torch loads. On cores shared with other work, libgomp's default spin-waiting makes each of
-the projection's many small parallel torch ops wait for a descheduled peer thread: we measured the
-500k projection at ~1 s (median 5 s) with spinning vs ~0.15 s passive on 2 busy cores.
+the many small parallel ops of a torch-side projection wait for a descheduled peer thread: we
+measured the old torch 500k projection at ~1 s (median 5 s) spinning vs ~0.15 s passive on 2 busy
+cores. The compiled kernels (projection included) are one parallel region per step each.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ ensure_repo_on_path()
 
 from fields import Camera, GaussianScene, render  # noqa: E402
 from fields.render._cpu import rasterize_cpu  # noqa: E402
-from fields.render._project import Intrinsics, project  # noqa: E402
+from fields.render._project import Intrinsics  # noqa: E402
+from fields.render._project_cpu import project_cpu  # noqa: E402
 from fields.render._reference import render_reference  # noqa: E402
 from fields.scene import rgb_to_sh, rotmat_to_quat  # noqa: E402
 
@@ -175,7 +177,7 @@ def bench_case(
     }
 
     def proj(s: GaussianScene, f: torch.Tensor | None):
-        return project(
+        return project_cpu(
             s.means, s.quats, s.scales, s.opacities, s.sh, cam.viewmat, intr,
             near=0.01, far=1e10, eps2d=0.3, sh_degree=s.sh_degree, features=f, campos=cam.center,
         )  # fmt: skip
@@ -201,7 +203,6 @@ def bench_case(
         sp0 = proj(scene, features)
         res["kernel_forward_nograd"] = timeit(lambda: kernel(sp0), repeat=repeat)
         res["visible_gaussians"] = int((sp0.radii > 0).all(-1).sum())
-        res["compacted"] = sp0.index is not None
 
     # -- training step: forward with autograd, backward
     ls, lf = _leaves(scene, features)

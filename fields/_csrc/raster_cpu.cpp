@@ -1,5 +1,6 @@
-// Python bindings of the CPU tile rasterizer (raster_core.h): numpy in, numpy out, GIL released
-// while computing. The torch autograd wrapper is fields/render/_cpu.py.
+// Python bindings of the CPU tile rasterizer (raster_core.h) and of the projection (project.h):
+// numpy in, numpy out, GIL released while computing. The torch autograd wrappers are
+// fields/render/_cpu.py and fields/render/_project_cpu.py.
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -7,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "project.h"
 #include "raster_core.h"
 
 namespace py = pybind11;
@@ -135,10 +137,96 @@ py::tuple backward(const FArr& colors, const BArr& splats, const LArr& offsets, 
     return py::make_tuple(g_means, g_conics, g_opac, g_colors);
 }
 
+// ---------------------------------------------------------------------- projection
+using DArr = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+struct ProjectArgs {
+    project::View view;
+    project::Inputs in;
+};
+
+ProjectArgs project_args(const FArr& means, const FArr& quats, const FArr& scales, const FArr& opac,
+                         const FArr& sh, const DArr& viewmat, const DArr& campos, const py::tuple& intr,
+                         double near, double far, double eps2d, int degree) {
+    auto fail = [](const std::string& msg) { throw std::invalid_argument("project_cpu: " + msg); };
+    if (means.ndim() != 2 || means.shape(1) != 3) fail("means must be [N,3]");
+    const py::ssize_t N = means.shape(0);
+    if (N >= (py::ssize_t(1) << 31)) fail("too many Gaussians");
+    auto shape_is = [](const py::array& a, std::initializer_list<py::ssize_t> shape) {
+        bool ok = a.ndim() == py::ssize_t(shape.size());
+        int d = 0;
+        for (py::ssize_t s : shape) ok = ok && a.shape(d++) == s;
+        return ok;
+    };
+    if (!shape_is(quats, {N, 4})) fail("quats must be [N,4]");
+    if (!shape_is(scales, {N, 3})) fail("scales must be [N,3]");
+    if (!shape_is(opac, {N})) fail("opacities must be [N]");
+    if (sh.ndim() != 3 || sh.shape(0) != N || sh.shape(2) != 3 || sh.shape(1) < 1 || sh.shape(1) > 16)
+        fail("sh must be [N,K,3] with 1 <= K <= 16");
+    const int K = int(sh.shape(1));
+    if (degree < 0 || degree > 3 || (degree + 1) * (degree + 1) > K) fail("sh_degree out of range");
+    if (!shape_is(viewmat, {4, 4})) fail("viewmat must be [4,4]");
+    if (!shape_is(campos, {3})) fail("campos must be [3]");
+    if (intr.size() != 6) fail("intrinsics must be (fx, fy, cx, cy, width, height)");
+    const int width = intr[4].cast<int>(), height = intr[5].cast<int>();
+    if (width <= 0 || height <= 0) fail("image size must be positive");
+    ProjectArgs a;
+    a.view = project::make_view(viewmat.data(), campos.data(), intr[0].cast<double>(), intr[1].cast<double>(),
+                                intr[2].cast<double>(), intr[3].cast<double>(), width, height, near, far,
+                                eps2d, degree, K);
+    a.in = project::Inputs{means.data(), quats.data(), scales.data(), opac.data(), sh.data(), int(N)};
+    return a;
+}
+
+py::tuple project_forward(const FArr& means, const FArr& quats, const FArr& scales, const FArr& opac,
+                          const FArr& sh, const DArr& viewmat, const DArr& campos, const py::tuple& intr,
+                          double near, double far, double eps2d, int degree, int threads) {
+    const ProjectArgs a = project_args(means, quats, scales, opac, sh, viewmat, campos, intr, near, far,
+                                       eps2d, degree);
+    const py::ssize_t N = a.in.N;
+    FArr means2d({N, py::ssize_t(2)}), conics({N, py::ssize_t(3)}), op({N}), rgb({N, py::ssize_t(3)}), z({N});
+    IArr radii({N, py::ssize_t(2)});
+    float *pm = means2d.mutable_data(), *pc = conics.mutable_data(), *po = op.mutable_data();
+    float *pr = rgb.mutable_data(), *pz = z.mutable_data();
+    int32_t* prad = radii.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        project::forward(a.view, a.in, raster::thread_count(threads, N, 4096), pm, pc, po, pr, pz, prad);
+    }
+    return py::make_tuple(means2d, conics, op, rgb, z, radii);
+}
+
+py::tuple project_backward(const FArr& means, const FArr& quats, const FArr& scales, const FArr& opac,
+                           const FArr& sh, const DArr& viewmat, const DArr& campos, const py::tuple& intr,
+                           double near, double far, double eps2d, int degree, const IArr& radii,
+                           const FArr& v_means2d, const FArr& v_conics, const FArr& v_opac, const FArr& v_rgb,
+                           const FArr& v_z, int threads) {
+    const ProjectArgs a = project_args(means, quats, scales, opac, sh, viewmat, campos, intr, near, far,
+                                       eps2d, degree);
+    const py::ssize_t N = a.in.N;
+    expect_shape(radii, {N, 2}, "radii");
+    expect_shape(v_means2d, {N, 2}, "grad means2d");
+    expect_shape(v_conics, {N, 3}, "grad conics");
+    expect_shape(v_opac, {N}, "grad opacities");
+    expect_shape(v_rgb, {N, 3}, "grad rgb");
+    expect_shape(v_z, {N}, "grad z");
+    FArr gm({N, py::ssize_t(3)}), gq({N, py::ssize_t(4)}), gs({N, py::ssize_t(3)}), go({N});
+    FArr gsh({N, py::ssize_t(a.view.K), py::ssize_t(3)});
+    float *pm = gm.mutable_data(), *pq = gq.mutable_data(), *ps = gs.mutable_data();
+    float *po = go.mutable_data(), *psh = gsh.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        project::backward(a.view, a.in, radii.data(), v_means2d.data(), v_conics.data(), v_opac.data(),
+                          v_rgb.data(), v_z.data(), raster::thread_count(threads, N, 4096), pm, pq, ps, po, psh);
+    }
+    return py::make_tuple(gm, gq, gs, go, gsh);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_raster_cpu, m) {
-    m.doc() = "CPU tile rasterizer for 2D Gaussians; use fields.render._cpu.rasterize_cpu.";
+    m.doc() = "CPU projection of 3D Gaussians and tile rasterizer for 2D ones; use "
+              "fields.render._project_cpu.project_cpu and fields.render._cpu.rasterize_cpu.";
     m.def("forward", &forward, py::arg("means2d"), py::arg("conics"), py::arg("opacities"), py::arg("colors"),
           py::arg("depths"), py::arg("radii"), py::arg("width"), py::arg("height"), py::arg("threads") = 0,
           "Render. Returns (out[H,W,C], alpha[H,W,1], saved), saved = (splats, tile_offsets, "
@@ -148,6 +236,17 @@ PYBIND11_MODULE(_raster_cpu, m) {
           py::arg("width"), py::arg("height"), py::arg("threads") = 0,
           "Gradients (means2d[N,2], conics[N,3], opacities[N], colors[N,C]) from forward()'s colours "
           "and saved arrays.");
+    m.def("project_forward", &project_forward, py::arg("means"), py::arg("quats"), py::arg("scales"),
+          py::arg("opacities"), py::arg("sh"), py::arg("viewmat"), py::arg("campos"), py::arg("intrinsics"),
+          py::arg("near"), py::arg("far"), py::arg("eps2d"), py::arg("sh_degree"), py::arg("threads") = 0,
+          "Project Gaussians: (means2d[N,2], conics[N,3], opacities[N], rgb[N,3], z[N], radii[N,2] int32).");
+    m.def("project_backward", &project_backward, py::arg("means"), py::arg("quats"), py::arg("scales"),
+          py::arg("opacities"), py::arg("sh"), py::arg("viewmat"), py::arg("campos"), py::arg("intrinsics"),
+          py::arg("near"), py::arg("far"), py::arg("eps2d"), py::arg("sh_degree"), py::arg("radii"),
+          py::arg("v_means2d"), py::arg("v_conics"), py::arg("v_opacities"), py::arg("v_rgb"), py::arg("v_z"),
+          py::arg("threads") = 0,
+          "Gradients (means[N,3], quats[N,4], scales[N,3], opacity logits[N], sh[N,K,3]) of project_forward's "
+          "inputs; rows with radii (0, 0) get zeros.");
     m.def(
         "simd", [] { return raster::use_avx2() ? "avx2" : "generic"; },
         "Instruction set the kernels run with: 'avx2' (AVX2+FMA) or 'generic'.");

@@ -1,7 +1,7 @@
 """Rendering Gaussian scenes: `render(scene, camera)` -> `RenderOutput` (rgb, alpha, expected
 depth, optional feature channels, per-Gaussian radii and screen positions).
 
-Backends: "gsplat" (CUDA) and "cpu" (torch projection + compiled tile rasterizer); "auto" picks
+Backends: "gsplat" (CUDA) and "cpu" (compiled projection + tile rasterizer); "auto" picks
 by the scene's device. Slow references for tests live in `fields.render._reference`.
 """
 

@@ -1,10 +1,10 @@
 """Backend "gsplat": gsplat's CUDA rasterizer, fed the same colour channels as the CPU backend.
 
-We shade SH ourselves (`shade_sh`, gsplat's convention) and append camera z and the features, then
-hand gsplat an arbitrary-channel `colors [N,D]` with `sh_degree=None` and `render_mode="RGB"`:
-both backends then rasterize identical per-Gaussian inputs, and the rgb/depth/feature split and
-the background are applied by `render` for both. gsplat pads D to a supported channel count and
-renders D > 32 in chunks of 32 by itself.
+We shade SH ourselves in plain torch (`fields._sh.eval_sh`, gsplat's convention) and append camera
+z and the features, then hand gsplat an arbitrary-channel `colors [N,D]` with `sh_degree=None` and
+`render_mode="RGB"`: both backends then rasterize identical per-Gaussian inputs, and the
+rgb/depth/feature split and the background are applied by `render` for both. gsplat pads D to a
+supported channel count and renders D > 32 in chunks of 32 by itself.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from .._sh import eval_sh
 from ..camera import Camera
 from ..scene import GaussianScene
-from ._project import shade_sh
 from ._render import RawRender, RenderArgs
 
 
@@ -47,7 +47,8 @@ def render_gsplat(
     campos = camera.center.to(dev)
 
     z = scene.means @ viewmat[2, :3] + viewmat[2, 3]  # camera z, the depth channel
-    rgb = shade_sh(scene.sh, scene.means, campos, args.sh_degree)
+    k = (args.sh_degree + 1) ** 2
+    rgb = eval_sh(scene.sh[:, :k], scene.means - campos)
     parts = [rgb, z[:, None]] + ([] if features is None else [features])
     colors = torch.cat(parts, dim=-1)
 

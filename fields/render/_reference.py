@@ -1,7 +1,7 @@
 """Slow, plainly written references for the render pipeline (tests and benchmark baselines).
 
 - `project_reference`: the projection with per-Gaussian 3x3 matrices, float64 by default, written
-  independently of the closed forms in `_project.py`.
+  independently of the compiled one in `_csrc/project.h` (`_project_cpu.py`).
 - `rasterize_tiled`: a pure-torch tile rasterizer (loop over 16x16 tiles, dense over the tile's
   Gaussians in depth order), same semantics as the compiled kernel; differentiable by autograd.
   Renders 10^5 Gaussians at 512x512 in seconds: the benchmark's baseline.
@@ -104,7 +104,7 @@ def project_reference(
     k = (scene.sh_degree if sh_degree is None else sh_degree) + 1
     rgb = eval_sh(scene.sh[:, : k * k].to(dtype), means - campos)
     parts = [rgb, z[:, None]] + ([] if features is None else [features.to(dtype)])
-    return Splats(means2d, conics, opac, torch.cat(parts, -1), z.detach(), radii, None)
+    return Splats(means2d, conics, opac, torch.cat(parts, -1), z.detach(), radii)
 
 
 def rasterize_tiled(

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..camera import Camera
 from ..scene import GaussianScene
-from ._project import Intrinsics, check_sh_degree, project
+from ._project import Intrinsics, check_sh_degree
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,7 +60,7 @@ Backend = Callable[[GaussianScene, Camera, Tensor | None, RenderArgs], RawRender
 def _render_cpu(
     scene: GaussianScene, camera: Camera, features: Tensor | None, args: RenderArgs
 ) -> RawRender:
-    """Projection in torch autograd, then the compiled multi-threaded tile rasterizer."""
+    """The compiled projection + SH, then the compiled multi-threaded tile rasterizer."""
     if scene.device.type != "cpu":
         raise ValueError(
             f"backend='cpu' renders CPU tensors but the scene is on {scene.device}; use "
@@ -68,9 +68,9 @@ def _render_cpu(
             "(render never copies a scene between devices behind your back)"
         )
     from ._cpu import rasterize_cpu
+    from ._project_cpu import project_cpu
 
-    n = len(scene)
-    sp = project(
+    sp = project_cpu(
         scene.means,
         scene.quats,
         scene.scales,
@@ -95,11 +95,7 @@ def _render_cpu(
         camera.width,
         camera.height,
     )
-    radii, means2d = sp.radii, sp.means2d
-    if sp.index is not None:  # scatter the compacted rows back to the scene's N
-        radii = radii.new_zeros(n, 2).index_copy_(0, sp.index, radii)
-        means2d = means2d.new_zeros(n, 2).index_copy(0, sp.index, means2d)
-    return RawRender(image, alpha, radii, means2d)
+    return RawRender(image, alpha, sp.radii, sp.means2d)
 
 
 def _render_gsplat(

@@ -9,8 +9,6 @@ import pytest
 import torch
 
 from fields import Camera, GaussianScene, render
-from fields.render import _project
-from fields.render._project import Intrinsics, project
 from fields.render._reference import project_reference, render_reference
 from fields.render._render import resolve_backend
 from fields.scene import rgb_to_sh
@@ -158,23 +156,6 @@ def test_sh_degree_truncates():
     assert not torch.allclose(a.rgb, c.rgb)
 
 
-def test_compaction_and_chunking_do_not_change_results(monkeypatch):
-    scene = random_scene(300, 2, seed=11)
-    cam = make_camera()
-    feats = torch.randn(300, 3, generator=torch.Generator().manual_seed(2))
-    monkeypatch.setattr(_project, "COMPACT_BELOW", 0.0)  # never compact
-    full = render(scene, cam, backend="cpu", features=feats)
-    monkeypatch.setattr(_project, "COMPACT_BELOW", 2.0)  # always compact
-    monkeypatch.setattr(_project, "CHUNK", 37)
-    small = render(scene, cam, backend="cpu", features=feats)
-    for a, b in ((small.rgb, full.rgb), (small.depth, full.depth), (small.features, full.features)):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
-    assert torch.equal(small.radii, full.radii)
-    vis = full.visible
-    torch.testing.assert_close(small.means2d[vis], full.means2d[vis])
-    assert torch.equal(small.means2d[~vis & ~small.visible], torch.zeros_like(small.means2d[~vis]))
-
-
 # ---------------------------------------------------------------------- gradients
 def _leaves(scene: GaussianScene) -> GaussianScene:
     scene = scene.detach()
@@ -229,39 +210,6 @@ def test_gradients_match_float64_reference():
         assert cos > 0.9999 and rel < 5e-3, f"{name}: cos={cos:.6f} rel={rel:.2e}"
     # culled Gaussians get exactly zero gradient, and nothing is NaN for behind-camera ones
     assert torch.equal(s_cpu.means.grad[0:4], torch.zeros(4, 3))
-
-
-def test_projection_backward_is_autograd_of_forward(monkeypatch):
-    """The chunked, index-reading custom Function against torch.autograd.gradcheck (float64)."""
-    monkeypatch.setattr(_project, "CHUNK", 5)
-    monkeypatch.setattr(_project, "COMPACT_BELOW", 2.0)  # always read rows by index
-    scene = random_scene(60, 2, seed=2)
-    cam = make_camera()
-    intr = Intrinsics(cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height)
-    keep = torch.arange(20, 40)  # mixes visible, tiny, needles, off-screen-centre rows
-    args = [
-        t[keep].double().requires_grad_(True)
-        for t in (scene.means, scene.quats, scene.scales, scene.sh)
-    ]
-    opac = scene.opacities[keep].double()
-
-    def f(means, quats, scales, sh):
-        sp = project(
-            means,
-            quats,
-            scales,
-            opac,
-            sh,
-            cam.viewmat,
-            intr,
-            near=0.01,
-            far=1e10,
-            eps2d=0.3,
-            sh_degree=2,
-        )
-        return sp.means2d, sp.conics, sp.colors
-
-    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True)
 
 
 # ---------------------------------------------------------------------- analytic values
