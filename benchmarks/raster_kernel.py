@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from fields.render._cpu import _ext, rasterize_cpu
+from fields.rendering._cpu import _ext, rasterize_cpu
 
 FIRST_CUT_MS = {100_000: (163.0, 226.0), 500_000: (559.0, 697.0)}  # ARCHITECTURE.md, 2 threads
 

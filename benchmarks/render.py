@@ -35,10 +35,10 @@ from torch import Tensor
 ensure_repo_on_path()
 
 from fields import Camera, GaussianScene, render  # noqa: E402
-from fields.render._cpu import rasterize_cpu  # noqa: E402
-from fields.render._project import Intrinsics  # noqa: E402
-from fields.render._project_cpu import project_cpu  # noqa: E402
-from fields.render._reference import render_reference  # noqa: E402
+from fields.rendering._cpu import rasterize_cpu  # noqa: E402
+from fields.rendering._project import Intrinsics  # noqa: E402
+from fields.rendering._project_cpu import project_cpu  # noqa: E402
+from fields.rendering._reference import render_reference  # noqa: E402
 from fields.scene import rgb_to_sh, rotmat_to_quat  # noqa: E402
 
 SIZE = 512

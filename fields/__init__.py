@@ -7,7 +7,7 @@ from .camera import Camera
 from .datasets import Dataset, load_dataset
 from .errors import SceneFormatError
 from .formats import load_scene, save_scene
-from .render import RenderOutput, render
+from .rendering import RenderOutput, render
 from .scene import GaussianScene
 
 __all__ = [

@@ -1,5 +1,5 @@
 // Projection of 3D Gaussians to screen-space splats plus SH colour (gsplat's "classic" EWA
-// semantics, as stated in fields/render/_project_cpu.py), forward and hand-derived backward, over
+// semantics, as stated in fields/rendering/_project_cpu.py), forward and hand-derived backward, over
 // raw float32 buffers, OpenMP over Gaussians (the caller picks the thread count). raster_cpu.cpp
 // binds it to Python.
 //

@@ -1,6 +1,6 @@
 // Python bindings of the CPU tile rasterizer (raster_core.h) and of the projection (project.h):
 // numpy in, numpy out, GIL released while computing. The torch autograd wrappers are
-// fields/render/_cpu.py and fields/render/_project_cpu.py.
+// fields/rendering/_cpu.py and fields/rendering/_project_cpu.py.
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -226,7 +226,7 @@ py::tuple project_backward(const FArr& means, const FArr& quats, const FArr& sca
 
 PYBIND11_MODULE(_raster_cpu, m) {
     m.doc() = "CPU projection of 3D Gaussians and tile rasterizer for 2D ones; use "
-              "fields.render._project_cpu.project_cpu and fields.render._cpu.rasterize_cpu.";
+              "fields.rendering._project_cpu.project_cpu and fields.rendering._cpu.rasterize_cpu.";
     m.def("forward", &forward, py::arg("means2d"), py::arg("conics"), py::arg("opacities"), py::arg("colors"),
           py::arg("depths"), py::arg("radii"), py::arg("width"), py::arg("height"), py::arg("threads") = 0,
           "Render. Returns (out[H,W,C], alpha[H,W,1], saved), saved = (splats, tile_offsets, "

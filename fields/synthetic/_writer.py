@@ -99,7 +99,7 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
 def render_views(world: World, cameras: list[Camera]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (rgb uint8 [H,W,3], label uint8 [H,W]) per camera. Labels come from rendering one-hot label
     features: argmax where alpha >= 0.5, `BACKGROUND_LABEL` elsewhere."""
-    from ..render import render  # the renderer is only needed here
+    from ..rendering import render  # the renderer is only needed here
 
     labels = world.scene.extras["label"].long()
     onehot = torch.nn.functional.one_hot(labels, num_classes=max(world.label_names) + 1).float()

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from fields import Camera, GaussianScene
-from fields.render._project import Intrinsics
-from fields.render._project_cpu import project_cpu
-from fields.render._reference import project_reference
+from fields.rendering._project import Intrinsics
+from fields.rendering._project_cpu import project_cpu
+from fields.rendering._reference import project_reference
 
 from .test_render import grad_agreement, make_camera, random_scene
 

@@ -11,8 +11,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fields.render._cpu import _ext, rasterize_cpu
-from fields.render._raster_reference import rasterize_reference
+from fields.rendering._cpu import _ext, rasterize_cpu
+from fields.rendering._raster_reference import rasterize_reference
 
 
 @pytest.fixture(autouse=True)
@@ -271,6 +271,6 @@ def test_missing_extension_says_how_to_build(monkeypatch):
 
     monkeypatch.delattr(fields, "_raster_cpu")
     monkeypatch.setitem(sys.modules, "fields._raster_cpu", None)
-    monkeypatch.delitem(sys.modules, "fields.render._cpu")
+    monkeypatch.delitem(sys.modules, "fields.rendering._cpu")
     with pytest.raises(ImportError, match=r"pip install -e \."):
-        importlib.import_module("fields.render._cpu")
+        importlib.import_module("fields.rendering._cpu")

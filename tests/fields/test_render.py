@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from fields import Camera, GaussianScene, render
-from fields.render._reference import project_reference, render_reference
-from fields.render._render import resolve_backend
+from fields.rendering._reference import project_reference, render_reference
+from fields.rendering._render import resolve_backend
 from fields.scene import rgb_to_sh
 
 W, H = 64, 48

@@ -19,7 +19,7 @@ PREVIEW = WorldConfig.preview()
 
 def _renderer_ready() -> bool:
     try:
-        from fields.render import render
+        from fields import render
 
         scene = GaussianScene.from_activated(
             torch.tensor([[0.0, 0.0, 1.0]]),

@@ -2,7 +2,7 @@
 depth, optional feature channels, per-Gaussian radii and screen positions).
 
 Backends: "gsplat" (CUDA) and "cpu" (compiled projection + tile rasterizer); "auto" picks
-by the scene's device. Slow references for tests live in `fields.render._reference`.
+by the scene's device. Slow references for tests live in `fields.rendering._reference`.
 """
 
 from ._render import RenderOutput, render
