@@ -14,7 +14,23 @@ from fields import load_dataset, load_scene
 @pytest.fixture(scope="module")
 def world_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "world"
-    assert main(["make-demo", str(out), "--seed", "3", "--views", "24", "--width", "64", "--height", "48"]) == 0
+    assert (
+        main(
+            [
+                "make-demo",
+                str(out),
+                "--seed",
+                "3",
+                "--views",
+                "24",
+                "--width",
+                "64",
+                "--height",
+                "48",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -43,11 +59,56 @@ def test_make_demo_refuses_to_overwrite(world_dir, capsys):
 
 def test_render_command(world_dir, tmp_path, capsys):
     out = tmp_path / "renders"
-    assert main(["render", str(world_dir / "scene.ply"), "--data", str(world_dir), "--out", str(out), "--max-views", "2"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                str(world_dir / "scene.ply"),
+                "--data",
+                str(world_dir),
+                "--out",
+                str(out),
+                "--max-views",
+                "2",
+            ]
+        )
+        == 0
+    )
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 2
     img = np.asarray(Image.open(pngs[0]))
     assert img.shape == (48, 64, 3) and img.std() > 5  # not a blank frame
     # Refuses to overwrite, then overwrites when asked.
-    assert main(["render", str(world_dir / "scene.ply"), "--data", str(world_dir), "--out", str(out), "--max-views", "2"]) == 2
-    assert main(["render", str(world_dir / "scene.ply"), "--out", str(out), "--views", "2", "--width", "32", "--height", "24", "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                str(world_dir / "scene.ply"),
+                "--data",
+                str(world_dir),
+                "--out",
+                str(out),
+                "--max-views",
+                "2",
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "render",
+                str(world_dir / "scene.ply"),
+                "--out",
+                str(out),
+                "--views",
+                "2",
+                "--width",
+                "32",
+                "--height",
+                "24",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )

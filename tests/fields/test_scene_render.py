@@ -32,7 +32,9 @@ def test_transformed_scene_from_transformed_camera_renders_the_same(scale):
     scene = sh_scene()
     K = torch.tensor([[90.0, 0, 48], [0, 90.0, 40], [0, 0, 1]])
     cam = Camera.look_at((0.3, -2.5, 1.0), (0.0, 0.0, 0.0), (0.0, 0.0, 1.0), K, 96, 80)
-    q = torch.nn.functional.normalize(torch.tensor([0.3, -0.5, 0.7, 0.2], dtype=torch.float64), dim=0)
+    q = torch.nn.functional.normalize(
+        torch.tensor([0.3, -0.5, 0.7, 0.2], dtype=torch.float64), dim=0
+    )
     R = quat_to_rotmat(q)
     t = torch.tensor([0.5, -0.2, 0.9], dtype=torch.float64)
     T = torch.eye(4, dtype=torch.float64)
