@@ -18,8 +18,12 @@ import torch
 from fields.formats import SceneFormatError, load_scene, save_scene
 from fields.scene import SH_C0, GaussianScene, quat_to_rotmat
 
-FIXTURES = Path("/work/shared/data/formats")
-GUITAR = Path("/work/shared/data/guitar.compressed.ply")
+# Third-party files live in ../shared/data beside the repository (never copied into it).
+SHARED_DATA = Path(
+    os.environ.get("SCENELAB_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")
+)
+FIXTURES = SHARED_DATA / "formats"
+GUITAR = SHARED_DATA / "guitar.compressed.ply"
 
 
 def shared(path: Path) -> Path:
