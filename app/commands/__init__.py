@@ -1,10 +1,13 @@
 """Registry of CLI commands: name -> module with HELP, add_arguments(parser), run(args)."""
 
-from . import demo, make_demo, render, view
+from . import demo, distill, eval_query, make_demo, query, render, view
 
 COMMANDS = {
     "make-demo": make_demo,
     "render": render,
     "view": view,
     "demo": demo,
+    "distill": distill,
+    "query": query,
+    "eval-query": eval_query,
 }

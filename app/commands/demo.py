@@ -7,13 +7,14 @@ import argparse
 import sys
 import time
 
-from .view import add_server_arguments, serve
+from .view import add_feature_arguments, add_server_arguments, serve
 
 HELP = "open the bundled demo world in the browser viewer"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_server_arguments(p)
+    add_feature_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,9 +27,11 @@ def run(args: argparse.Namespace) -> int:
         scene_path = DEMO_DIR / "scene.ply"
         if scene_path.is_file():
             has_views = (DEMO_DIR / "transforms.json").is_file()
+            dataset = load_dataset(DEMO_DIR) if has_views else None
             return {
                 "scene": load_scene(scene_path),
-                "cameras": load_dataset(DEMO_DIR).cameras if has_views else [],
+                "cameras": dataset.cameras if dataset is not None else [],
+                "dataset": dataset,
                 "source": scene_path,
                 "title": "demo world",
             }

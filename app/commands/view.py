@@ -56,6 +56,45 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_feature_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the feature panels (language query, click segmentation), shared by `view` and
+    `demo`."""
+    p.add_argument(
+        "--features", type=Path, default=None, help="feature field (.safetensors) to load"
+    )
+    p.add_argument(
+        "--sam-checkpoint",
+        type=Path,
+        default=None,
+        help="SAM weights (official .pth) for click segmentation and the SAM teacher",
+    )
+    p.add_argument(
+        "--sam-model",
+        default=None,
+        help="SAM architecture: vit_h, vit_l or vit_b (default: from the field or the file name)",
+    )
+    p.add_argument("--clip-model", default=None, help="open_clip model of the CLIP text encoder")
+    p.add_argument(
+        "--clip-pretrained", default=None, help="open_clip pretrained tag or local weights file"
+    )
+
+
+def feature_options(args: argparse.Namespace):
+    """The `FeatureOptions` the feature-related arguments ask for."""
+    from app.viewer._panel_features import FeatureOptions
+
+    if args.features is not None and not args.features.is_file():
+        raise FileNotFoundError(f"no feature field at {args.features}")
+    options = FeatureOptions(
+        features=args.features, sam_checkpoint=args.sam_checkpoint, sam_model=args.sam_model
+    )
+    if args.clip_model:
+        options.clip_model = args.clip_model
+    if args.clip_pretrained:
+        options.clip_pretrained = args.clip_pretrained
+    return options
+
+
 def _splat_count(text: str) -> int | None:
     if text.strip().lower() == "auto":
         return None
@@ -75,9 +114,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--data",
         type=Path,
         default=None,
-        help="dataset (COLMAP, transforms.json, Blender) for cameras",
+        help="dataset (COLMAP, transforms.json, Blender) for cameras and distilling features",
     )
     add_server_arguments(p)
+    add_feature_arguments(p)
 
 
 def serve(args: argparse.Namespace, load: Callable[[], dict], *, t0: float | None = None) -> int:
@@ -119,6 +159,8 @@ def serve(args: argparse.Namespace, load: Callable[[], dict], *, t0: float | Non
 
         torch.set_num_threads(max(1, args.threads))
         kwargs = load()
+        if hasattr(args, "features"):
+            kwargs["features"] = feature_options(args)
         app = ViewerApp(config=config, server=started, **kwargs)
     except BaseException:
         started.server.stop()
@@ -144,7 +186,12 @@ def run(args: argparse.Namespace) -> int:
         from fields import load_dataset, load_scene
 
         scene = load_scene(args.scene)
-        cameras = load_dataset(args.data).cameras if args.data is not None else []
-        return {"scene": scene, "cameras": cameras, "source": args.scene.resolve()}
+        dataset = load_dataset(args.data) if args.data is not None else None
+        return {
+            "scene": scene,
+            "cameras": dataset.cameras if dataset is not None else [],
+            "dataset": dataset,
+            "source": args.scene.resolve(),
+        }
 
     return serve(args, load, t0=t0)

@@ -26,10 +26,13 @@ from fields import Camera, GaussianScene
 from ._camera import DEFAULT_FOV_DEG, camera_view, framing_view, pose_of, scene_up, vertical_fov
 from ._jobs import JobRunner
 from ._overlay import OVERLAY_MODES, OverlayWorker
+from ._panel_click import ClickPanel
 from ._panel_edit import EditPanel
+from ._panel_features import FeatureOptions, FeaturesPanel
 from ._panel_file import FilePanel
 from ._panel_history import HistoryPanel
 from ._panel_jobs import JobsPanel
+from ._panel_query import QueryPanel
 from ._panel_selection import SelectionPanel
 from ._panel_view import ViewPanel
 from ._server import ServerStart, ViewerConfig, start_server
@@ -76,6 +79,8 @@ class ViewerApp:
         source: Path | None = None,
         title: str | None = None,
         server: ServerStart | None = None,
+        dataset: Any = None,
+        features: FeatureOptions | None = None,
     ) -> None:
         """Serve `scene`. `server`: one already started with `start_server(config)` (the CLI
         starts it before loading the scene); by default a new one is started here."""
@@ -83,6 +88,7 @@ class ViewerApp:
         self.root = (config.root or Path.cwd()).resolve()
         self.title = title or (source.name if source is not None else "scene")
         self.cameras = list(cameras)
+        self.dataset = dataset  # a `fields.Dataset` (images, label maps) to distil features from
         self.state = ViewerState(scene, source=source, max_history_bytes=config.history_bytes)
         self.jobs = JobRunner()
         started = server if server is not None else start_server(config)
@@ -123,6 +129,9 @@ class ViewerApp:
         self.history_panel = HistoryPanel(self)
         self.file_panel = FilePanel(self)
         self.view_panel = ViewPanel(self)
+        self.features_panel = FeaturesPanel(self, features)
+        self.query_panel = QueryPanel(self)
+        self.click_panel = ClickPanel(self)
 
         self.push()
         self.server.on_client_connect(self._on_connect)  # also runs for tabs already open

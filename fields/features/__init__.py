@@ -1,0 +1,89 @@
+"""Feature fields: 2D teachers, distillation into per-Gaussian features, language queries.
+
+    from fields.features import OracleTeacher, DistillConfig, distill, FieldQuery
+
+    teacher = OracleTeacher(dataset)                       # or build_teacher("clip", dataset)
+    field = distill(scene, dataset, [teacher], DistillConfig(dim=16, steps=600))
+    field.save("scene.features.safetensors")
+    fq = FieldQuery(field.features, field.head("oracle"))  # caches |W f_i| once
+    res = fq.query(teacher.encode_text(["mug"]), teacher.encode_text(negatives_for()))
+    res.mask                                               # [N] bool, file order
+
+Teachers implement the small `Teacher` protocol and register a builder in `TEACHERS`; text
+sides register in `TEXT_ENCODERS` (by space) so a saved field can be queried on its own.
+"""
+
+from . import _clip, _sam  # noqa: F401  (register the CLIP and SAM teachers; imports stay lazy)
+from ._clip import ClipTeacher, MissingWeightsError
+from ._distill import DistillConfig, distill
+from ._eval import evaluate_queries, observed_gaussians
+from ._io import FeatureField, load_field
+from ._oracle import OracleTeacher, OracleText
+from ._query import (
+    CANONICAL_NEGATIVES,
+    FieldQuery,
+    QueryResult,
+    auto_threshold,
+    decoded_norms,
+    negatives_for,
+    otsu_threshold,
+    query,
+    relevancy,
+)
+from ._sam import SamDecoder, SamTeacher
+from ._segment import (
+    ClickResult,
+    eval_click,
+    grow_by_affinity,
+    lift_mask,
+    sam_embedding_from_field,
+    segment_click,
+)
+from ._teacher import (
+    TEACHERS,
+    TEXT_ENCODERS,
+    Teacher,
+    TeacherCache,
+    build_teacher,
+    build_text_encoder,
+    register_teacher,
+    register_text_encoder,
+)
+
+__all__ = [
+    "CANONICAL_NEGATIVES",
+    "TEACHERS",
+    "TEXT_ENCODERS",
+    "ClickResult",
+    "ClipTeacher",
+    "DistillConfig",
+    "FeatureField",
+    "FieldQuery",
+    "MissingWeightsError",
+    "OracleTeacher",
+    "OracleText",
+    "QueryResult",
+    "SamDecoder",
+    "SamTeacher",
+    "Teacher",
+    "TeacherCache",
+    "auto_threshold",
+    "build_teacher",
+    "build_text_encoder",
+    "decoded_norms",
+    "distill",
+    "eval_click",
+    "evaluate_queries",
+    "grow_by_affinity",
+    "lift_mask",
+    "load_field",
+    "negatives_for",
+    "observed_gaussians",
+    "otsu_threshold",
+    "query",
+    "register_teacher",
+    "register_text_encoder",
+    "relevancy",
+    "sam_embedding_from_field",
+    "segment_click",
+]
