@@ -184,10 +184,9 @@ def _grads(scene: GaussianScene, feats: torch.Tensor) -> list[torch.Tensor]:
     ]
 
 
-def test_gradients_match_float64_reference():
-    n, n_feat = 160, 8
-    base = random_scene(n, 3, seed=21)
-    cam = make_camera()
+def _loss_weights(n: int, n_feat: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Random per-pixel weights of every output (so each output's gradient path is exercised)
+    and start features [n, n_feat], from a fixed seed."""
     g = torch.Generator().manual_seed(4)
     w = {
         "rgb": torch.rand(H, W, 3, generator=g),
@@ -195,7 +194,14 @@ def test_gradients_match_float64_reference():
         "depth": torch.rand(H, W, 1, generator=g) * 0.1,
         "feat": torch.rand(H, W, n_feat, generator=g),
     }
-    feats0 = torch.randn(n, n_feat, generator=g)
+    return w, torch.randn(n, n_feat, generator=g)
+
+
+def test_gradients_match_float64_reference():
+    n, n_feat = 160, 8
+    base = random_scene(n, 3, seed=21)
+    cam = make_camera()
+    w, feats0 = _loss_weights(n, n_feat)
 
     s_cpu, f_cpu = _leaves(base), feats0.clone().requires_grad_(True)
     bg = (0.1, 0.2, 0.3)
@@ -328,14 +334,7 @@ def test_gsplat_gradients_match_cpu():
     n, n_feat = 200, 8
     base = random_scene(n, 3, seed=31)
     cam = make_camera()
-    g = torch.Generator().manual_seed(4)
-    w = {
-        "rgb": torch.rand(H, W, 3, generator=g),
-        "alpha": torch.rand(H, W, 1, generator=g),
-        "depth": torch.rand(H, W, 1, generator=g) * 0.1,
-        "feat": torch.rand(H, W, n_feat, generator=g),
-    }
-    feats0 = torch.randn(n, n_feat, generator=g)
+    w, feats0 = _loss_weights(n, n_feat)
     s_cpu, f_cpu = _leaves(base), feats0.clone().requires_grad_(True)
     _weighted_loss(render(s_cpu, cam, backend="cpu", features=f_cpu), w).backward()
     s_gpu, f_gpu = _leaves(base.to("cuda")), feats0.cuda().requires_grad_(True)
