@@ -36,10 +36,8 @@ def test_job_runs_reports_progress_and_returns(runner):
 
 def test_submit_returns_at_once(runner):
     gate = threading.Event()
-    t0 = time.perf_counter()
     job = runner.submit("slow", lambda ctx: gate.wait(5))
-    assert time.perf_counter() - t0 < 0.1
-    assert not job.status.finished
+    assert not job.status.finished  # had submit waited for the job, the gate would have timed out
     gate.set()
     assert job.wait(5) and job.status is JobStatus.DONE
 

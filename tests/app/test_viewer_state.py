@@ -218,10 +218,9 @@ def test_failing_job_is_reported_and_the_server_lives_on(viewer):
 def test_callbacks_stay_responsive_while_a_job_runs(viewer, scene):
     gate = threading.Event()
     job = viewer.jobs.submit("long", lambda ctx: gate.wait(10))
-    t0 = time.perf_counter()
     viewer.state.select(scene.extras["label"] == 2)
     viewer.edit_panel.recolor((1.0, 1.0, 0.0))
-    assert time.perf_counter() - t0 < 2.0
+    assert not job.status.finished  # the edit did not wait for the job
     assert viewer.jobs_panel.progress.visible
     gate.set()
     assert job.wait(5)

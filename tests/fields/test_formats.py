@@ -285,7 +285,7 @@ def test_bad_ply_raises_scene_format_error(tmp_path, case):
     t = time.perf_counter()
     with pytest.raises(SceneFormatError, match=r"bad\.ply: ") as err:
         load_scene(path)
-    assert time.perf_counter() - t < 1.0
+    assert time.perf_counter() - t < 10.0  # a hang guard, not a speed target
     assert "unexpected" not in str(err.value)
 
 
@@ -611,7 +611,7 @@ def test_bad_spz_raises_scene_format_error(tmp_path, case):
     t = time.perf_counter()
     with pytest.raises(SceneFormatError, match=r"bad\.spz: ") as err:
         load_scene(path)
-    assert time.perf_counter() - t < 1.0
+    assert time.perf_counter() - t < 10.0  # a hang guard, not a speed target
     assert "unexpected" not in str(err.value)
 
 
