@@ -3,8 +3,39 @@
 `editing` imports `fields` and never `app`.
 """
 
+from . import semantics
+from .grasp import (
+    Grasp,
+    GraspConfig,
+    GraspResult,
+    GripperConfig,
+    grasps_to_json,
+    gripper_mesh,
+    plan_grasps,
+    save_grasps,
+    surface_normals,
+)
 from .history import History
+from .insertion import (
+    Placement,
+    SupportPlane,
+    TextTo3DConfig,
+    find_free_spot,
+    fit_support_plane,
+    footprint,
+    insert_object,
+    load_asset,
+    place_object,
+    place_on_support,
+    text_to_3d,
+)
 from .ops import check_mask, delete, duplicate, isolate, pivot_transform, recolor, transform, unhide
+from .score_distillation import (
+    DistillationConfig,
+    ScoreDistiller,
+    load_distiller,
+    make_tiny_pipeline,
+)
 from .selection import (
     combine,
     grow,
@@ -16,24 +47,56 @@ from .selection import (
     select_sphere,
     visible,
 )
+from .text_edit import TextEditConfig, edit_views, sample_edit_views, text_edit
 
 __all__ = [
+    "DistillationConfig",
+    "Grasp",
+    "GraspConfig",
+    "GraspResult",
+    "GripperConfig",
     "History",
+    "ScoreDistiller",
+    "TextEditConfig",
     "check_mask",
     "combine",
     "delete",
     "duplicate",
+    "edit_views",
+    "grasps_to_json",
+    "gripper_mesh",
     "grow",
     "isolate",
+    "load_distiller",
+    "make_tiny_pipeline",
     "pick",
     "pivot_transform",
     "pixel_ray",
+    "plan_grasps",
     "ray_hits",
     "recolor",
+    "sample_edit_views",
+    "save_grasps",
     "select_box",
     "select_rect",
     "select_sphere",
+    "surface_normals",
+    "text_edit",
     "transform",
     "unhide",
     "visible",
+]
+__all__ += [
+    "Placement",
+    "SupportPlane",
+    "TextTo3DConfig",
+    "find_free_spot",
+    "fit_support_plane",
+    "footprint",
+    "insert_object",
+    "load_asset",
+    "place_object",
+    "place_on_support",
+    "semantics",
+    "text_to_3d",
 ]

@@ -48,6 +48,13 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
         "renders fast, then all), 0 for all, or at most N",
     )
     p.add_argument(
+        "--edit-model",
+        default=None,
+        help="diffusers model for text edits and text-to-3D: a hub id or a folder saved with "
+        "save_pretrained, e.g. one from `scenelab make-tiny-model` (default: Stable Diffusion "
+        "1.5, whose weights must be in the HF cache)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=default_threads(),
@@ -135,6 +142,7 @@ def serve(args: argparse.Namespace, load: Callable[[], dict], *, t0: float | Non
         overlay_size=args.overlay_size,
         show_cameras=not args.no_cameras,
         max_splats=args.max_splats,
+        edit_model=args.edit_model,
     )
     started = start_server(config)
     if started.port_was_taken:

@@ -30,10 +30,13 @@ from ._panel_click import ClickPanel
 from ._panel_edit import EditPanel
 from ._panel_features import FeatureOptions, FeaturesPanel
 from ._panel_file import FilePanel
+from ._panel_grasp import GraspPanel
 from ._panel_history import HistoryPanel
+from ._panel_insert import InsertPanel
 from ._panel_jobs import JobsPanel
 from ._panel_query import QueryPanel
 from ._panel_selection import SelectionPanel
+from ._panel_text_edit import TextEditPanel
 from ._panel_view import ViewPanel
 from ._server import ServerStart, ViewerConfig, start_server
 from ._splats import SplatBuffer, SplatFrame, unpack
@@ -132,6 +135,9 @@ class ViewerApp:
         self.features_panel = FeaturesPanel(self, features)
         self.query_panel = QueryPanel(self)
         self.click_panel = ClickPanel(self)
+        self.text_edit_panel = TextEditPanel(self)
+        self.insert_panel = InsertPanel(self)
+        self.grasp_panel = GraspPanel(self)
 
         self.push()
         self.server.on_client_connect(self._on_connect)  # also runs for tabs already open
@@ -184,7 +190,7 @@ class ViewerApp:
                 return None
             t0 = time.perf_counter()
             frame = self._buffer.build(
-                snap.scene, snap.selection, snap.color_mode, snap.values, budget=self._budget
+                snap.shown, snap.selection, snap.color_mode, snap.values, budget=self._budget
             )
             buf = frame.buffer
             if buf.shape[0] == 0:

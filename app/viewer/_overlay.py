@@ -41,7 +41,7 @@ def overlay_image(snapshot: Snapshot, camera: Camera, mode: str) -> np.ndarray: 
     """Render overlay `mode` of the snapshot's scene from `camera` (pure: no viewer state)."""
     if mode not in OVERLAY_MODES:
         raise ValueError(f"unknown overlay {mode!r}; expected one of {OVERLAY_MODES}")
-    scene = _shown_scene(snapshot.scene)
+    scene = _shown_scene(snapshot.shown)
     h, w = camera.height, camera.width
     if len(scene) == 0:
         return np.full((h, w, 3), 255, np.uint8)

@@ -6,6 +6,7 @@ that carries extras and meta."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,7 +81,8 @@ class FilePanel:
                 raise FileExistsError(
                     f"{display(path, self.app.root)} is {what}; confirm to overwrite"
                 )
-            self._confirm(
+            confirm_overwrite(
+                self.app,
                 client,
                 path,
                 what,
@@ -106,18 +108,28 @@ class FilePanel:
 
         return self.app.jobs.submit(f"Save {what}", job)
 
-    def _confirm(self, client: viser.ClientHandle, path: Path, what: str, then) -> None:
-        shown = display(path, self.app.root)
-        with client.gui.add_modal("Overwrite?") as modal:
-            client.gui.add_markdown(f"`{shown}` is {what}. Replace it?")
-            yes = client.gui.add_button("Overwrite", color="red")
-            no = client.gui.add_button("Cancel")
 
-        @yes.on_click
-        def _(_e) -> None:
-            modal.close()
-            self.app.action("Save")(lambda _e2: then())(_e)
+def confirm_overwrite(
+    app: ViewerApp,
+    client: viser.ClientHandle,
+    path: Path,
+    what: str,
+    then: Callable[[], object],
+    title: str = "Save",
+) -> None:
+    """Ask in `client`'s browser whether to replace `path` (`what` it is); run `then` on yes.
+    Errors in `then` become a notification titled `title`."""
+    shown = display(path, app.root)
+    with client.gui.add_modal("Overwrite?") as modal:
+        client.gui.add_markdown(f"`{shown}` is {what}. Replace it?")
+        yes = client.gui.add_button("Overwrite", color="red")
+        no = client.gui.add_button("Cancel")
 
-        @no.on_click
-        def _(_e) -> None:
-            modal.close()
+    @yes.on_click
+    def _(_e) -> None:
+        modal.close()
+        app.action(title)(lambda _e2: then())(_e)
+
+    @no.on_click
+    def _(_e) -> None:
+        modal.close()

@@ -243,6 +243,18 @@ class QueryPanel:
 
         return self.app.jobs.submit(f"Query {', '.join(positives)}", job)
 
+    def mask_for(self, text: str) -> Tensor:
+        """[N] bool: the Gaussians `text` names (automatic threshold), without touching the
+        selection or the heat map — for other panels' targets. May load a text encoder: call it
+        from a job."""
+        positives = split_terms(text)
+        if not positives:
+            raise ValueError("type what to find (several terms: comma-separated)")
+        negs = negatives_for(split_terms(self.negatives.value))
+        fq = self._field_query()
+        rel = fq.relevancy(self.encode(positives), self.encode(negs))
+        return rel > auto_threshold(rel)
+
     def _score(self, scene, fq, positives, negs, inside, select: bool, mode: str) -> None:
         pos_emb, neg_emb = self.encode(positives), self.encode(negs)
         rel = fq.relevancy(pos_emb, neg_emb)

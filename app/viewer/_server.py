@@ -35,6 +35,9 @@ class ViewerConfig:
     history_bytes: int = 2**31
     """Memory budget of the undo history; the oldest steps are dropped beyond it."""
     label: str = "scenelab"
+    edit_model: str | None = None
+    """diffusers model for the Text edit and Text to 3D panels: a hub id or a folder saved with
+    `save_pretrained` (None: Stable Diffusion 1.5's hub id, which needs its weights cached)."""
 
 
 @dataclass

@@ -48,6 +48,13 @@ class Snapshot:
     values: Tensor | None  # [N] float
     values_name: str | None
     version: int
+    preview: GaussianScene | None = None  # a running edit's live preview, same count as `scene`
+
+    @property
+    def shown(self) -> GaussianScene:
+        """What the browsers show: the preview while one runs, else `scene`. Ops, saving and
+        exporting use `scene` (the history's current step), never the preview."""
+        return self.scene if self.preview is None else self.preview
 
     @property
     def n_selected(self) -> int:
@@ -101,15 +108,44 @@ class ViewerState:
     def version(self) -> int:
         return self._version
 
+    # A transient scene shown instead of the current one (a running edit's live preview), as
+    # (the scene it previews an edit of, the preview): never part of the history, and ignored
+    # as soon as the current scene is another one.
+    _preview: tuple[GaussianScene, GaussianScene] | None = None
+
+    def show_preview(self, scene: GaussianScene | None, *, of: GaussianScene | None = None) -> bool:
+        """Show `scene` (same Gaussian count) in place of the current scene until the scene
+        changes or `show_preview(None)`; ops and history never see it. With `of` (the scene
+        the preview was computed from), nothing is shown unless that is still the current
+        scene. Returns whether the preview is shown."""
+        with self.lock:
+            base = self.history.current
+            if scene is not None and (of is not None and of is not base):
+                return False
+            if scene is not None and len(scene) != len(base):
+                raise ValueError(f"a preview has {len(scene)} Gaussians, the scene {len(base)}")
+            shown = self._preview is not None and self._preview[0] is base
+            self._preview = None if scene is None else (base, scene)
+            if scene is None and not shown:
+                return False
+            self._version += 1
+        self._emit(DISPLAY)
+        return scene is not None
+
     def snapshot(self) -> Snapshot:
         with self.lock:
+            scene = self.history.current
+            preview = None
+            if self._preview is not None and self._preview[0] is scene:
+                preview = self._preview[1]
             return Snapshot(
-                self.history.current,
+                scene,
                 self._selection,
                 self._color_mode,
                 self._values,
                 self._values_name,
                 self._version,
+                preview,
             )
 
     def on_change(self, callback: Callable[[str], None]) -> Callable[[str], None]:

@@ -350,3 +350,55 @@ def test_starts_at_the_first_dataset_camera_and_jumps_to_another(browser, app_wi
     assert np.allclose(fwd, cams[3].c2w[:3, 2].numpy(), atol=1e-3)
     grab(page, "11_dataset_camera_3")
     page.close()
+
+
+@pytest.fixture
+def world_app(tmp_path):
+    from app.viewer import ViewerApp, ViewerConfig
+    from fields.synthetic import WorldConfig, make_world
+
+    world = make_world(0, config=WorldConfig.preview())
+    viewer = ViewerApp(world.scene, ViewerConfig(port=0, root=tmp_path))
+    yield viewer, world
+    viewer.stop()
+
+
+def test_grasp_panel_in_the_browser(browser, world_app):
+    """Grasps on the selected bottle: gripper meshes appear in the browser, coloured by score;
+    clicking one shows its scores in the panel."""
+    from app.viewer._camera import client_camera
+
+    app, world = world_app
+    page = open_page(browser, app.url)
+    before = poll(page, lambda im: scene_pixels(im) > 5000, what="splats")
+    bottle = world.object_named("bottle")
+    app.state.select(world.scene.extras["label"] == bottle.label)
+    page.get_by_text("Grasps", exact=True).click()  # open the folder
+    page.get_by_role("button", name="Find grasps").click()
+    wait_until(lambda: app.grasp_panel.shown is not None, what="grasps planned")
+    app.jobs.wait_idle(60)
+    grasps = app.grasp_panel.shown.result.grasps
+    assert grasps, app.grasp_panel.shown.result.message
+
+    def changed(im: np.ndarray) -> int:
+        return int((np.abs(im[REGION].astype(int) - before[REGION].astype(int)).max(-1) > 60).sum())
+
+    poll(page, lambda im: changed(im) > 300, what="gripper meshes")
+    grab(page, "12_grasps")
+
+    # Click the best grasp's palm where this browser's camera sees it.
+    from .conftest import project
+
+    client = next(iter(app.server.get_clients().values()))
+    cam = client_camera(client.camera)
+    g = grasps[0]
+    gripper = app.grasp_panel.shown.gripper
+    palm = g.T_world_gripper[:3, 3] - g.T_world_gripper[:3, 2] * (
+        gripper.finger_length + 0.5 * gripper.palm_thickness
+    )
+    u, v = project(cam, palm)
+    page.mouse.click(u, v)
+    wait_until(lambda: app.grasp_panel.chosen is not None, what="a gripper mesh clicked")
+    chosen = app.grasp_panel.shown.result.grasps[app.grasp_panel.chosen]
+    page.get_by_text(f"{chosen.score:.3f}").first.wait_for(timeout=30_000)  # in the panel
+    grab(page, "13_grasp_scores")

@@ -1,0 +1,201 @@
+"""Edit the selected Gaussians towards a text prompt by score distillation (DDS or SDS) under a
+latent diffusion model, and write the edited scene. The selection comes from a mask file
+(`scenelab query` writes one) or from a language query on a feature field. Only the selected
+Gaussians change (colour/SH by default; --params adds opacity, scale, position); every other
+Gaussian is bit-identical and keeps its place. The input file is never touched."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+HELP = "edit the selection towards a text prompt (DDS/SDS under a diffusion model)"
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("scene", type=Path, help="scene file (.ply, compressed .ply, .splat, .spz)")
+    sel = p.add_mutually_exclusive_group(required=True)
+    sel.add_argument("--selection", type=Path, help="bool [N] .npy mask of the Gaussians to edit")
+    sel.add_argument(
+        "--select", metavar="TEXT", help="select by a language query (needs --features)"
+    )
+    p.add_argument("--features", type=Path, default=None, help="feature field for --select")
+    p.add_argument("--negatives", default="", help="extra negatives for --select, comma-separated")
+    p.add_argument("--prompt", required=True, help="what the selection should become")
+    p.add_argument("--source-prompt", default="", help="what it is now (DDS's source branch)")
+    p.add_argument("--method", choices=["dds", "sds"], default="dds", help="distillation method")
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL, help="diffusers model: hub id or a local directory"
+    )
+    p.add_argument("--steps", type=int, default=200, help="optimisation steps")
+    p.add_argument("--lr", type=float, default=0.05, help="learning rate of the colours (SH)")
+    p.add_argument("--size", type=int, default=128, help="rendered view size in pixels")
+    p.add_argument(
+        "--params",
+        default="color",
+        help="what to optimise, comma-separated: color, opacity, scale, position",
+    )
+    p.add_argument("--views", type=int, default=32, help="cameras sampled around the selection")
+    p.add_argument(
+        "--preserve", type=float, default=0.0, help="weight of the pull back to the original"
+    )
+    p.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=None,
+        help="classifier-free guidance; unset: SDS 100, DDS 7.5",
+    )
+    p.add_argument(
+        "--latent",
+        choices=["vae", "rgb"],
+        default="vae",
+        help="vae: encode renders with the VAE; rgb: cheap linear RGB->latent map",
+    )
+    p.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="model input size in pixels; unset: the model's own",
+    )
+    p.add_argument(
+        "--up", default=None, help="world up: +z, -y, ... or x,y,z; unset: the scene's, else -y"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seeds views and noise")
+    p.add_argument("--device", default="auto", help="torch device: auto, cpu or cuda")
+    p.add_argument("--out", type=Path, required=True, help="output scene (.ply or .splat)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from editing import TextEditConfig, text_edit
+    from fields import load_scene, save_scene
+
+    out, src = args.out, args.scene
+    if out.resolve() == src.resolve():
+        raise ValueError(f"--out {out} is the input scene; the input is never overwritten")
+    if out.suffix.lower() not in (".ply", ".splat"):
+        raise ValueError(f"--out must end in .ply or .splat, got {out.name}")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists (pass --overwrite to replace it)")
+    if args.select is not None and args.features is None:
+        raise ValueError("--select needs --features (a feature field of the scene)")
+    params = tuple(p.strip() for p in args.params.split(",") if p.strip())
+    up = _parse_up_arg(args.up)
+    config = TextEditConfig(
+        args.prompt,
+        source_prompt=args.source_prompt,
+        method=args.method,
+        steps=args.steps,
+        params=params,
+        lr_color=args.lr,
+        views=args.views,
+        size=args.size,
+        preserve_weight=args.preserve,
+        up=up,
+        seed=args.seed,
+        preview_every=max(1, args.steps // 10),
+    )
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    scene = load_scene(src)
+    mask = _selection(args, scene)
+    print(f"editing {int(mask.sum())} of {len(scene)} Gaussians: {args.method} {args.prompt!r}")
+
+    t0 = time.perf_counter()
+    distiller = _load_distiller(args, device)
+    print(f"loaded {args.model} on {device} in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    every = max(1, args.steps // 10)
+    t1 = time.perf_counter()
+
+    def on_step(step: int, steps: int, _preview) -> None:
+        if step == 1 or step % every == 0 or step == steps:
+            dt = time.perf_counter() - t1
+            print(f"step {step}/{steps} ({dt:.1f} s)", flush=True)
+
+    edited = text_edit(scene.to(device), mask.to(device), distiller, config, on_step=on_step)
+    save_scene(edited.to("cpu"), out, overwrite=args.overwrite)
+    print(f"edited in {time.perf_counter() - t1:.1f} s -> {out}")
+    return 0
+
+
+def _parse_up_arg(text: str | None):
+    if text is None:
+        return None
+    parts = [t for t in text.replace(",", " ").split() if t]
+    if len(parts) == 3:
+        try:
+            return tuple(float(x) for x in parts)
+        except ValueError:
+            pass
+    return text
+
+
+def _selection(args: argparse.Namespace, scene):
+    """[N] bool mask from --selection or from --select on --features."""
+    import numpy as np
+    import torch
+
+    n = len(scene)
+    if args.selection is not None:
+        arr = np.load(args.selection, allow_pickle=False)
+        if arr.dtype != bool:
+            if not (np.issubdtype(arr.dtype, np.integer) and np.isin(arr, (0, 1)).all()):
+                raise ValueError(
+                    f"{args.selection}: a selection must be a bool array, got {arr.dtype}"
+                )
+            arr = arr.astype(bool)
+        if arr.shape != (n,):
+            raise ValueError(
+                f"{args.selection} has shape {arr.shape}; {args.scene} has {n} Gaussians"
+            )
+        mask = torch.from_numpy(arr.copy())
+    else:
+        from fields.features import FieldQuery, build_text_encoder, load_field, negatives_for
+        from fields.features._io import scene_hash
+
+        field = load_field(args.features)
+        if field.scene_hash is not None and field.scene_hash != scene_hash(args.scene):
+            print(
+                f"scenelab edit: warning: {args.features} was distilled from another version "
+                f"of {args.scene}",
+                file=sys.stderr,
+            )
+        if len(field) != n:
+            raise ValueError(f"{args.features} has {len(field)} Gaussians, the scene {n}")
+        space = "clip" if "clip" in field.heads else sorted(field.heads)[0]
+        try:
+            encode = build_text_encoder(space, field.teachers)
+            head = field.head(space)
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+        positives = [t.strip() for t in args.select.split(",") if t.strip()]
+        if not positives:
+            raise ValueError("empty --select text")
+        negatives = negatives_for(args.negatives.split(","))
+        res = FieldQuery(field.features, head).query(encode(positives), encode(negatives))
+        mask = res.mask.cpu().bool()
+        print(f"--select {args.select!r}: threshold {res.threshold:.3f}")
+    if not bool(mask.any()):
+        raise ValueError("the selection is empty: nothing to edit")
+    return mask
+
+
+def _load_distiller(args: argparse.Namespace, device: str):
+    from editing.text_edit import load_edit_distiller
+
+    return load_edit_distiller(
+        args.model,
+        guidance_scale=args.guidance_scale,
+        latent_mode=args.latent,
+        resolution=args.resolution,
+        device=device,
+    )

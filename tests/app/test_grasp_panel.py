@@ -1,0 +1,176 @@
+"""Headless tests of the Grasps panel: a real viewer in-process on a synthetic tabletop world
+(analytic object surfaces), targets by selection, language query and click, gripper meshes
+coloured by score, a click on a mesh showing its scores, and JSON export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from app._paths import PathOutsideRootError
+from app.viewer import ViewerApp, ViewerConfig
+from app.viewer._jobs import JobStatus
+from app.viewer._panel_features import FeatureOptions
+from app.viewer._panel_grasp import score_colors
+from editing.grasp import grasps_to_json
+from fields import Camera, save_scene
+from fields.features import FeatureField
+from fields.features._oracle import name_embedding
+from fields.synthetic import WorldConfig, make_world
+
+from .conftest import blob_scene, project
+
+DIM = 512
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_world(0, config=WorldConfig.preview())
+
+
+def label_field(scene, names: dict[int, str], seed: int = 0) -> FeatureField:
+    """A well-distilled oracle field: one-hot label features (plus a little noise), the head maps
+    them to the names' embeddings."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = scene.extras["label"].long()
+    c = max(names) + 1
+    features = torch.nn.functional.one_hot(labels, c).float()
+    features = features + 0.05 * torch.rand(features.shape, generator=gen)
+    head = torch.stack([name_embedding(names[k], DIM, 0) for k in range(c)], dim=1)  # [D,c]
+    teachers = [{"name": "oracle", "space": "oracle", "dim": DIM, "seed": 0}]
+    return FeatureField(features, {"oracle": head}, teachers=teachers, meta={"label_names": names})
+
+
+@pytest.fixture
+def viewer(world, tmp_path):
+    apps = []
+
+    def make(scene=None, field=None) -> ViewerApp:
+        scene = world.scene if scene is None else scene
+        src = save_scene(scene, tmp_path / "input.ply", overwrite=True)
+        app = ViewerApp(
+            scene,
+            ViewerConfig(port=0, root=tmp_path),
+            source=src,
+            features=FeatureOptions(field=field),
+        )
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.stop()
+
+
+def finished(job) -> None:
+    assert job.wait(120), "grasp job did not finish"
+    assert job.status is JobStatus.DONE, job.error
+
+
+def on_object(world, name: str, points: np.ndarray, tol: float = 0.006) -> bool:
+    sdf = world.object_named(name).signed_distance(np.asarray(points, dtype=np.float64))
+    return bool(np.all(np.abs(sdf) < tol))
+
+
+def test_selection_target_meshes_scores_and_export(viewer, world, tmp_path):
+    app = viewer()
+    panel = app.grasp_panel
+    labels = world.scene.extras["label"]
+    bottle = world.object_named("bottle")
+    app.state.select(labels == bottle.label)
+    panel.top_k.value = 6
+    finished(panel.find())
+    shown = panel.shown
+    grasps = shown.result.grasps
+    assert 0 < len(grasps) <= 6 and len(shown.handles) == len(grasps)
+    assert [g.score for g in grasps] == sorted((g.score for g in grasps), reverse=True)
+    for g in grasps:
+        assert on_object(world, "bottle", g.contacts)
+    assert "grasps" in panel.details.content
+
+    # Clicking a gripper mesh (its on_click does this) shows that grasp's score components.
+    scores = panel.choose(len(grasps) - 1)
+    assert scores == grasps[-1].scores and set(scores) >= {"antipodality", "approach"}
+    assert f"{grasps[-1].score:.3f}" in panel.details.content
+    assert shown.handles[-1].opacity == 1.0 and shown.handles[0].opacity < 1.0
+    with pytest.raises(ValueError, match="no grasp"):
+        panel.choose(len(grasps))
+
+    # Export: the same JSON as `scenelab grasp`; never replaced without confirmation; confined.
+    out = panel.export("grasps.json")
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(grasps_to_json(shown.result, shown.gripper)))
+    assert len(data["grasps"]) == len(grasps) and data["units"]
+    with pytest.raises(FileExistsError):
+        panel.export("grasps.json")
+    with pytest.raises(PathOutsideRootError):
+        panel.export("../grasps.json")
+    with pytest.raises(ValueError, match="json"):
+        panel.export("grasps.txt")
+
+    panel.clear()
+    assert panel.shown is None and panel.details.content == ""
+
+
+def test_score_colours_run_red_to_green():
+    c = score_colors(np.array([0.9, 0.5, 0.1])).astype(int)
+    assert c[0, 1] > c[0, 0]  # best: green
+    assert c[2, 0] > c[2, 1]  # worst: red
+    assert score_colors(np.array([0.4])).shape == (1, 3)
+
+
+def test_query_target(viewer, world):
+    names = {int(k): v for k, v in world.scene.meta["label_names"].items()}
+    app = viewer(field=label_field(world.scene, names))
+    panel = app.grasp_panel
+    panel.set_target("Query")
+    panel.text.value = "bottle"
+    before = app.state.selection.clone()
+    finished(panel.find())
+    grasps = panel.shown.result.grasps
+    assert grasps and all(on_object(world, "bottle", g.contacts) for g in grasps)
+    assert torch.equal(app.state.selection, before)  # the query did not touch the selection
+
+
+def test_click_target_needs_features_then_grasps_the_clicked_object(viewer, world):
+    plain = viewer()
+    with pytest.raises(ValueError, match="features"):
+        plain.grasp_panel.set_target("Click")
+
+    names = {int(k): v for k, v in world.scene.meta["label_names"].items()}
+    app = viewer(field=label_field(world.scene, names))
+    panel = app.grasp_panel
+    panel.set_target("Click")
+    assert panel.target.value == "Click"
+    bottle = world.object_named("bottle")
+    centre = bottle.position + np.array([0.0, 0.0, 0.08])
+    cam = Camera.look_at(
+        tuple(centre + np.array([0.0, -0.6, 0.35])),
+        tuple(centre),
+        (0.0, 0.0, 1.0),
+        torch.tensor([[200.0, 0, 160], [0, 200.0, 120], [0, 0, 1]]),
+        320,
+        240,
+    )
+    u, v = project(cam, centre)
+    finished(panel.click(cam, u, v))
+    grasps = panel.shown.result.grasps
+    assert grasps and all(on_object(world, "bottle", g.contacts) for g in grasps)
+    target = panel.shown.target
+    truth = world.scene.extras["label"] == bottle.label
+    assert int((target & truth).sum()) / int((target | truth).sum()) > 0.9
+
+
+def test_an_object_wider_than_the_gripper_gets_a_message(viewer):
+    scene = blob_scene()  # blobs 30 cm across, the gripper opens 8 cm
+    app = viewer(scene=scene)
+    app.state.select(scene.extras["label"] == 1)
+    finished(app.grasp_panel.find())
+    assert app.grasp_panel.shown.result.grasps == []
+    assert "No grasps" in app.grasp_panel.details.content
+    with pytest.raises(ValueError, match="select the object"):
+        app.state.clear_selection()
+        app.grasp_panel.find()
