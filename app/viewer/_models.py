@@ -11,10 +11,10 @@ from .._paths import confine
 DEFAULT_EDIT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 
-def looks_like_path(text: str) -> bool:
+def looks_like_path(text: str, root: Path) -> bool:
     """A typed model names a folder (not a hub id `org/name`) when it starts like a path or
-    exists as one."""
-    return text.startswith((".", "/", "~")) or Path(text).exists()
+    exists inside `root`."""
+    return text.startswith((".", "/", "~")) or (Path(root) / text).exists()
 
 
 def resolve_model(text: str, root: Path) -> str:
@@ -22,7 +22,7 @@ def resolve_model(text: str, root: Path) -> str:
     text = str(text).strip()
     if not text:
         raise ValueError("give a diffusion model: a hub id or a folder saved with save_pretrained")
-    return str(confine(text, root)) if looks_like_path(text) else text
+    return str(confine(text, root)) if looks_like_path(text, root) else text
 
 
 def load_gui_distiller(text: str, root: Path) -> Any:

@@ -1,7 +1,7 @@
 """A tiny random-weight Stable Diffusion pipeline built in code (no downloads), for tests, demos
-and benchmarks: the component shapes of diffusers' own pipeline tests (`get_dummy_components`; the VAE with
-SD's 8x downsampling),
-a byte-level CLIP tokenizer whose vocabulary is written here, and SD's noise schedule.
+and benchmarks: the component shapes of diffusers' own pipeline tests (`get_dummy_components`),
+except a VAE with SD's 8x downsampling; a byte-level CLIP tokenizer whose vocabulary is written
+here; SD's noise schedule. Native size 64 px (8x8 latents).
 
     make_tiny_pipeline("tiny-sd")        # then: scenelab edit ... --model tiny-sd
 

@@ -402,3 +402,50 @@ def test_grasp_panel_in_the_browser(browser, world_app):
     chosen = app.grasp_panel.shown.result.grasps[app.grasp_panel.chosen]
     page.get_by_text(f"{chosen.score:.3f}").first.wait_for(timeout=30_000)  # in the panel
     grab(page, "13_grasp_scores")
+
+
+def test_insert_and_text_edit_in_the_browser(browser, world_app, tmp_path):
+    """Insert the first bundled object (a ball) on the selected table, then a DDS text edit of
+    the cup with a tiny random pipeline: the browser shows the new object, then the edit's live
+    previews, then the result."""
+    from editing.score_distillation import make_tiny_pipeline
+
+    app, world = world_app
+    make_tiny_pipeline(tmp_path / "tiny")
+    page = open_page(browser, app.url)
+    before = poll(page, lambda im: scene_pixels(im) > 5000, what="splats")
+
+    def changed(im: np.ndarray, ref: np.ndarray) -> int:
+        return int((np.abs(im[REGION].astype(int) - ref[REGION].astype(int)).max(-1) > 60).sum())
+
+    n = len(world.scene)
+    app.state.select(world.scene.extras["label"] == 0)  # the table is the support
+    page.get_by_text("Insert", exact=True).click()  # open the folder
+    page.get_by_role("button", name="Place on support").click()
+    wait_until(lambda: len(app.state.scene) > n, what="inserted object")
+    inserted = poll(
+        page, lambda im: changed(im, before) > 150, what="inserted object in the browser"
+    )
+    grab(page, "14_inserted_object")
+    assert app.state.history_steps()[0][-1].startswith("insert")
+
+    cup = torch.zeros(len(app.state.scene), dtype=torch.bool)
+    cup[:n] = world.scene.extras["label"] == world.object_named("cup").label
+    app.state.select(cup)
+    panel = app.text_edit_panel
+    panel.model.value = "tiny"  # a folder inside the viewer's root
+    panel.steps.value = 60
+    panel.prompt.value = "a marble cup"
+    after_insert = app.state.scene
+    page.get_by_text("Text edit", exact=True).click()
+    page.get_by_role("button", name="Edit selection").click()
+    wait_until(lambda: panel.previews >= 1, what="first live preview")
+    assert app.state.history_steps()[0][-1].startswith("insert")  # not landed yet: a preview
+    grab(page, "15_text_edit_preview")
+    assert panel.job.wait(300)
+    assert app.state.history_steps()[0][-1] == "Text edit: a marble cup"
+    edited = app.state.scene
+    assert torch.equal(edited.sh[~cup], after_insert.sh[~cup])  # only the cup was edited
+    poll(page, lambda im: changed(im, inserted) > 30, what="edited cup in the browser")
+    grab(page, "16_text_edit_done")
+    print(f"first preview {panel.first_preview_s:.1f} s after pressing Edit")
