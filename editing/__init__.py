@@ -1,6 +1,10 @@
-"""Editing: pure ops on selections of Gaussians, model-free selection, and undo/redo history.
+"""Editing: pure ops on selections of Gaussians, model-free selection, undo/redo history,
+grasp candidates (`editing.grasp`), SDS/DDS score distillation (`editing.score_distillation`),
+text edits of a selection, object insertion and semantics that survive edits
+(`editing.semantics`).
 
-`editing` imports `fields` and never `app`.
+`editing` imports `fields` and never `app`; diffusers and transformers load only when a model
+is loaded.
 """
 
 from . import semantics
@@ -56,22 +60,32 @@ __all__ = [
     "GraspResult",
     "GripperConfig",
     "History",
+    "Placement",
     "ScoreDistiller",
+    "SupportPlane",
     "TextEditConfig",
+    "TextTo3DConfig",
     "check_mask",
     "combine",
     "delete",
     "duplicate",
     "edit_views",
+    "find_free_spot",
+    "fit_support_plane",
+    "footprint",
     "grasps_to_json",
     "gripper_mesh",
     "grow",
+    "insert_object",
     "isolate",
+    "load_asset",
     "load_distiller",
     "make_tiny_pipeline",
     "pick",
     "pivot_transform",
     "pixel_ray",
+    "place_object",
+    "place_on_support",
     "plan_grasps",
     "ray_hits",
     "recolor",
@@ -80,23 +94,11 @@ __all__ = [
     "select_box",
     "select_rect",
     "select_sphere",
+    "semantics",
     "surface_normals",
     "text_edit",
+    "text_to_3d",
     "transform",
     "unhide",
     "visible",
-]
-__all__ += [
-    "Placement",
-    "SupportPlane",
-    "TextTo3DConfig",
-    "find_free_spot",
-    "fit_support_plane",
-    "footprint",
-    "insert_object",
-    "load_asset",
-    "place_object",
-    "place_on_support",
-    "semantics",
-    "text_to_3d",
 ]

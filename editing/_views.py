@@ -99,6 +99,32 @@ def sample_edit_views(
         raise ValueError(f"margin must be positive, got {margin}")
     centre, radius = selection_sphere(scene, mask)
     u = scene_up(scene) if up is None else parse_up(up)
+    g = torch.Generator().manual_seed(int(seed))
+    offset = float(torch.rand((), generator=g, dtype=torch.float64))
+    jitter = torch.rand(n, generator=g, dtype=torch.float64)
+    heights = torch.rand(n, generator=g, dtype=torch.float64)
+    azimuths = 2 * math.pi * ((torch.arange(n) + offset + 0.5 * (jitter - 0.5)) / n)
+    elevations = lo_el + (hi_el - lo_el) * heights
+    return orbit_cameras(
+        centre, radius, u, azimuths, elevations, size=size, fov_deg=fov_deg, margin=margin
+    )
+
+
+def orbit_cameras(
+    centre: Tensor,  # [3] world point the cameras look at
+    radius: float,  # of the sphere around `centre` that must fit the view
+    up: Tensor,  # [3] unit world up
+    azimuths: Tensor,  # [n] radians about `up`
+    elevations_deg: Tensor,  # [n] degrees above the plane orthogonal to `up`
+    *,
+    size: int,
+    fov_deg: float,
+    margin: float = 1.15,
+    name: str = "edit",
+) -> list[Camera]:
+    """Square `size`² cameras on a sphere around `centre`, each looking at it with `up` up, at
+    the distance where the sphere of `radius` (times `margin`) just fits the field of view."""
+    u = torch.as_tensor(up, dtype=torch.float64)
     # A horizontal basis (e1, e2) orthogonal to up.
     ref = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
     if abs(float(ref @ u)) > 0.9:
@@ -109,15 +135,11 @@ def sample_edit_views(
     distance = margin * radius / math.sin(math.radians(fov_deg) / 2)
     f = 0.5 * size / math.tan(math.radians(fov_deg) / 2)
     K = torch.tensor([[f, 0.0, size / 2], [0.0, f, size / 2], [0.0, 0.0, 1.0]])
-    g = torch.Generator().manual_seed(int(seed))
-    offset = float(torch.rand((), generator=g, dtype=torch.float64))
-    jitter = torch.rand(n, generator=g, dtype=torch.float64)
-    heights = torch.rand(n, generator=g, dtype=torch.float64)
+    centre = torch.as_tensor(centre, dtype=torch.float64)
     cams = []
-    for i in range(n):
-        az = 2 * math.pi * ((i + offset + 0.5 * (float(jitter[i]) - 0.5)) / n)
-        el = math.radians(lo_el + (hi_el - lo_el) * float(heights[i]))
+    for i, (az, el_deg) in enumerate(zip(azimuths.tolist(), elevations_deg.tolist(), strict=True)):
+        el = math.radians(el_deg)
         d = math.cos(el) * (math.cos(az) * e1 + math.sin(az) * e2) + math.sin(el) * u
         eye = centre + distance * d
-        cams.append(Camera.look_at(eye, centre, u, K, size, size, name=f"edit_{i:03d}"))
+        cams.append(Camera.look_at(eye, centre, u, K, size, size, name=f"{name}_{i:03d}"))
     return cams

@@ -42,6 +42,7 @@ from ._support import (
     fit_support_plane,
     scene_up,
 )
+from ._views import orbit_cameras
 
 __all__ = [
     "AssetNotFoundError",
@@ -373,28 +374,22 @@ def _box_parts(box: Any) -> tuple[Tensor, Tensor, Tensor]:
 def _views_around(
     centre: Tensor, radius: float, up: np.ndarray, config: TextTo3DConfig, gen: torch.Generator
 ) -> list[Camera]:
-    u = torch.as_tensor(up, dtype=torch.float64)
-    ref = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
-    if abs(float(ref @ u)) > 0.9:
-        ref = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
-    e1 = torch.linalg.cross(u, ref)
-    e1 = e1 / e1.norm()
-    e2 = torch.linalg.cross(u, e1)
-    half = math.radians(config.fov_deg) / 2
-    distance = 1.15 * radius / math.sin(half)
-    f = 0.5 * config.size / math.tan(half)
-    K = torch.tensor([[f, 0.0, config.size / 2], [0.0, f, config.size / 2], [0.0, 0.0, 1.0]])
+    """`config.views_per_step` random views of the box's sphere (uniform azimuth and
+    elevation in `config.elevation_deg`)."""
+    n = config.views_per_step
     lo, hi = config.elevation_deg
-    cams = []
-    for i in range(config.views_per_step):
-        az = 2 * math.pi * float(torch.rand((), generator=gen, dtype=torch.float64))
-        el = math.radians(
-            lo + (hi - lo) * float(torch.rand((), generator=gen, dtype=torch.float64))
-        )
-        d = math.cos(el) * (math.cos(az) * e1 + math.sin(az) * e2) + math.sin(el) * u
-        eye = centre + distance * d
-        cams.append(Camera.look_at(eye, centre, u, K, config.size, config.size, name=f"t3d_{i}"))
-    return cams
+    azimuths = 2 * math.pi * torch.rand(n, generator=gen, dtype=torch.float64)
+    elevations = lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64)
+    return orbit_cameras(
+        centre,
+        radius,
+        torch.as_tensor(up, dtype=torch.float64),
+        azimuths,
+        elevations,
+        size=config.size,
+        fov_deg=config.fov_deg,
+        name="t3d",
+    )
 
 
 def text_to_3d(

@@ -7,7 +7,6 @@ Gaussian is bit-identical and keeps its place. The input file is never touched."
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -159,29 +158,10 @@ def _selection(args: argparse.Namespace, scene):
             )
         mask = torch.from_numpy(arr.copy())
     else:
-        from fields.features import FieldQuery, build_text_encoder, load_field, negatives_for
-        from fields.features._io import scene_hash
+        from ._features import load_field_for, text_query
 
-        field = load_field(args.features)
-        if field.scene_hash is not None and field.scene_hash != scene_hash(args.scene):
-            print(
-                f"scenelab edit: warning: {args.features} was distilled from another version "
-                f"of {args.scene}",
-                file=sys.stderr,
-            )
-        if len(field) != n:
-            raise ValueError(f"{args.features} has {len(field)} Gaussians, the scene {n}")
-        space = "clip" if "clip" in field.heads else sorted(field.heads)[0]
-        try:
-            encode = build_text_encoder(space, field.teachers)
-            head = field.head(space)
-        except KeyError as e:
-            raise ValueError(e.args[0]) from None
-        positives = [t.strip() for t in args.select.split(",") if t.strip()]
-        if not positives:
-            raise ValueError("empty --select text")
-        negatives = negatives_for(args.negatives.split(","))
-        res = FieldQuery(field.features, head).query(encode(positives), encode(negatives))
+        field = load_field_for(args.features, args.scene, n, "edit")
+        res = text_query(field, args.select, negatives=args.negatives)
         mask = res.mask.cpu().bool()
         print(f"--select {args.select!r}: threshold {res.threshold:.3f}")
     if not bool(mask.any()):

@@ -43,22 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _query_mask(scene_path: Path, field_path: Path, text: str, n: int):
-    from fields.features import FieldQuery, build_text_encoder, load_field, negatives_for
+    from ._features import load_field_for, text_query
 
-    field = load_field(field_path)
-    if len(field) != n:
-        raise ValueError(f"{field_path} has {len(field)} Gaussians, {scene_path} has {n}")
-    space = "clip" if "clip" in field.heads else sorted(field.heads)[0]
-    try:
-        encode = build_text_encoder(space, field.teachers)
-        head = field.head(space)
-    except KeyError as e:
-        raise ValueError(e.args[0]) from None
-    positives = [t.strip() for t in text.split(",") if t.strip()]
-    if not positives:
-        raise ValueError("empty query text")
-    res = FieldQuery(field.features, head).query(encode(positives), encode(negatives_for()))
-    return res.mask.cpu()
+    field = load_field_for(field_path, scene_path, n, "grasp")
+    return text_query(field, text).mask.cpu()
 
 
 def run(args: argparse.Namespace) -> int:

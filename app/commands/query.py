@@ -5,7 +5,6 @@ unless --threshold is given. Writes a bool [N] .npy mask in the scene's file ord
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 HELP = "select the Gaussians a text query names (writes a bool mask .npy)"
@@ -29,34 +28,24 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from fields.features import FieldQuery, build_text_encoder, load_field, negatives_for
-    from fields.features._io import scene_hash
     from fields.formats._atomic import write_files
+
+    from ._features import load_field_for, text_query
 
     if args.out.exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} exists (pass --overwrite to replace it)")
-    field = load_field(args.features)
-    if field.scene_hash is not None and field.scene_hash != scene_hash(args.scene):
-        print(
-            f"scenelab query: warning: {args.features} was distilled from another version of "
-            f"{args.scene}",
-            file=sys.stderr,
-        )
-    space = args.space or ("clip" if "clip" in field.heads else sorted(field.heads)[0])
-    try:
-        encode = build_text_encoder(space, field.teachers)
-        head = field.head(space)
-    except KeyError as e:
-        raise ValueError(e.args[0]) from None
-    positives = [t.strip() for t in args.text.split(",") if t.strip()]
-    if not positives:
-        raise ValueError("empty query text")
-    negatives = negatives_for(args.negatives.split(","))
+    field = load_field_for(args.features, args.scene, None, "query")
     within = None
     if args.within is not None:
         within = torch.from_numpy(np.load(args.within, allow_pickle=False).astype(bool))
-    fq = FieldQuery(field.features, head)
-    res = fq.query(encode(positives), encode(negatives), threshold=args.threshold, within=within)
+    res = text_query(
+        field,
+        args.text,
+        negatives=args.negatives,
+        threshold=args.threshold,
+        within=within,
+        space=args.space,
+    )
     mask = res.mask.cpu().numpy()
     buf = io.BytesIO()
     np.save(buf, mask)
