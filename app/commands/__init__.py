@@ -15,15 +15,15 @@ from . import (
 )
 
 COMMANDS = {
-    "grasp": grasp,
     "make-demo": make_demo,
-    "make-tiny-model": make_tiny_model,
     "render": render,
     "view": view,
     "demo": demo,
     "distill": distill,
     "query": query,
     "eval-query": eval_query,
-    "insert": insert,
+    "grasp": grasp,
     "edit": edit,
+    "insert": insert,
+    "make-tiny-model": make_tiny_model,
 }
