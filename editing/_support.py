@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 from torch import Tensor
 
 from fields import GaussianScene
 from fields.scene import quat_to_rotmat
 
+from ._spatial import kdtree
 from .ops import check_mask
 
 # A splat is flat when its smallest scale is below this fraction of its middle one.
@@ -178,7 +178,7 @@ def fit_support_plane(
     axes = np.stack([u, v])
     p2 = (P - c) @ axes.T
     if len(p2) >= 2:
-        dist, _ = cKDTree(p2).query(p2, k=2)
+        dist, _ = kdtree(p2).query(p2, k=2)
         spacing = float(np.median(dist[:, 1]))
     else:
         spacing = tol
@@ -229,7 +229,7 @@ def find_free_spot(
         raise ValueError("no free spot: the support is too small for the object")
 
     # On the support: the footprint's centre and rings at r/2 and r all lie over inliers.
-    support = cKDTree(plane.points2d)
+    support = kdtree(plane.points2d)
     a = np.linspace(0.0, 2 * math.pi, 16, endpoint=False)
     ring = np.stack([np.cos(a), np.sin(a)], -1)
     probes = np.concatenate([np.zeros((1, 2)), 0.5 * r * ring, r * ring])  # [K,2]
@@ -246,7 +246,7 @@ def find_free_spot(
     if exclude is not None:
         blocking &= ~check_mask(scene, exclude).cpu().numpy()
     if blocking.any():
-        clear, _ = cKDTree(uv[blocking]).query(cand)
+        clear, _ = kdtree(uv[blocking]).query(cand)
     else:
         clear = np.full(len(cand), np.inf)
     free = on & (clear >= r + margin)

@@ -10,11 +10,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.spatial import cKDTree
 from torch import Tensor
 
 from fields import GaussianScene
 
+from .._spatial import kdtree
 from ..ops import check_mask
 from . import _score
 from ._collision import box_distance, estimate_support, lowest_height
@@ -132,7 +132,7 @@ def plan_grasps(
     surf = target_surface(scene, target, min_opacity=config.opacity_threshold, voxel=config.voxel)
     cell = surf.cell
     pts, nrm = surf.points[surf.thinned], surf.normals[surf.thinned]  # [K,3]
-    tree_t = cKDTree(pts)
+    tree_t = kdtree(pts)
     radius = TUBE_RADIUS * cell
     stats["target_gaussians"] = len(surf.index)
     stats["surface_points"] = len(pts)
@@ -215,14 +215,14 @@ def plan_grasps(
         obstacle &= ~support.numpy()[near_idx]
     obs = others[obstacle]
     obs = obs[voxel_thin(obs, config.voxel)]
-    tree_o = cKDTree(obs) if len(obs) else None
+    tree_o = kdtree(obs) if len(obs) else None
     # The palm is thick: a coarser thinning still leaves a point in any surface that crosses
     # it, which rejects most palms cheaply; survivors are checked on the fine points.
     coarse = max(config.voxel, 0.25 * min(gripper.palm_thickness, gripper.palm_depth))
     obs_c = obs[voxel_thin(obs, coarse)]
-    tree_oc = cKDTree(obs_c) if len(obs_c) else None
+    tree_oc = kdtree(obs_c) if len(obs_c) else None
     pts_c = pts[voxel_thin(pts, coarse)]
-    tree_tc = cKDTree(pts_c)
+    tree_tc = kdtree(pts_c)
     stats["obstacle_points"] = len(obs)
     stats["support_height"] = plane.height
     t = lap("obstacles", t)

@@ -10,11 +10,15 @@ a solid volume, or a surface that runs on past the stroke, never become contacts
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from ._surface import self_gap, tube_hits
+
+if TYPE_CHECKING:
+    from scipy.spatial import cKDTree
+
 
 # Hits in the friction cone along one seed line that propose a centre (nearest first).
 _MAX_HITS = 2

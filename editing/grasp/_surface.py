@@ -12,15 +12,20 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 from torch import Tensor
 
 from fields import GaussianScene
 
+from .._spatial import kdtree
 from ..ops import check_mask
+
+if TYPE_CHECKING:
+    from scipy.spatial import cKDTree
+
 
 # A splat with its largest std-dev above this many times the target's median is not a surface.
 _HUGE = 8.0
@@ -97,7 +102,7 @@ def target_surface(
         first, inverse = voxel_groups(pts[kept], cell)
     if len(first) > _MIN_NEIGHBOURS:
         rep = pts[kept[first]]
-        counts = cKDTree(rep).query_ball_point(rep, _ISOLATION * cell, return_length=True)
+        counts = kdtree(rep).query_ball_point(rep, _ISOLATION * cell, return_length=True)
         lonely = counts <= _MIN_NEIGHBOURS  # counts include the voxel itself
         keep[kept[lonely[inverse]]] = False
         first = first[~lonely]
@@ -110,7 +115,7 @@ def _spacing(points: np.ndarray) -> float:
     if len(points) < 2:
         return 1e-3
     sample = points[:: max(1, len(points) // 2000)]
-    d, _ = cKDTree(points).query(sample, k=2)
+    d, _ = kdtree(points).query(sample, k=2)
     return max(float(np.median(d[:, 1])), 1e-5)
 
 
@@ -193,7 +198,7 @@ def orient_outward(
     reach: float = 0.05,
 ) -> np.ndarray:
     """[M,3] normals flipped to point out of the solid the points bound (see the module doc)."""
-    tree = cKDTree(points)
+    tree = kdtree(points)
     radius = TUBE_RADIUS * spacing
     t_min = self_gap(radius)
     m = len(points)
@@ -223,7 +228,7 @@ def surface_normals(
     surf = target_surface(scene, target, min_opacity=min_opacity, voxel=voxel)
     sub = surf.thinned
     oriented = orient_outward(surf.points[sub], surf.normals[sub], surf.cell)
-    _, nn = cKDTree(surf.points[sub]).query(surf.points, k=1)
+    _, nn = kdtree(surf.points[sub]).query(surf.points, k=1)
     sign = np.sign(np.einsum("mk,mk->m", surf.normals, oriented[nn]))
     normals = surf.normals * np.where(sign == 0, 1.0, sign)[:, None]
     return surf.points, normals, surf.keep
