@@ -149,38 +149,28 @@ def load_edit_distiller(
     resolution: int | None = None,
     device: torch.device | str | None = None,
     local_files_only: bool | None = None,
+    lora: str | None = None,
+    lora_scale: float = 1.0,
+    lora_weight_name: str | None = None,
 ):
-    """`editing.score_distillation.ScoreDistiller` for `model` (hub id or `save_pretrained`
-    folder) at its native resolution (UNet sample size x VAE downsampling: SD 1.5 512, SD 2.1
-    768, the tiny test pipeline 64) unless `resolution` says otherwise. Raises
-    `fields.features.MissingWeightsError` (a FileNotFoundError) with what to fetch when the
-    weights are not on this machine."""
-    from .score_distillation import DistillationConfig, ScoreDistiller, load_parts
+    """`editing.score_distillation.load_distiller` for edits: at the model's native resolution
+    (SD 1.5 512, SD 2.1 768, the tiny test pipeline 64) unless `resolution` says otherwise, with
+    an optional UNet LoRA (e.g. LCM-LoRA) fused in. Raises `fields.features.MissingWeightsError`
+    (a FileNotFoundError) with what to fetch when the weights are not on this machine."""
+    from .score_distillation import DistillationConfig, load_distiller
 
-    dev = torch.device(
-        device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
-    dtype = torch.float16 if dev.type == "cuda" else torch.float32
-    parts = load_parts(model, dtype=dtype, local_files_only=local_files_only)
-    if resolution is None:
-        resolution = _native_resolution(parts)
     config = DistillationConfig(
         guidance_scale=guidance_scale, latent_mode=latent_mode, resolution=resolution
     )
-    return ScoreDistiller(parts, config, device=dev)
-
-
-def _native_resolution(parts) -> int:
-    """Pixels the model was trained at, rounded to a multiple of 64 (512 when unknown)."""
-    size = getattr(getattr(parts.unet, "config", None), "sample_size", None)
-    if isinstance(size, (tuple, list)):
-        size = max(size)
-    if not isinstance(size, int) or size <= 0:
-        return 512
-    vae_cfg = getattr(parts.vae, "config", None)
-    blocks = getattr(vae_cfg, "block_out_channels", None)
-    factor = 2 ** (len(blocks) - 1) if blocks else 8
-    return max(64, round(size * factor / 64) * 64)
+    return load_distiller(
+        model,
+        config=config,
+        device=device,
+        local_files_only=local_files_only,
+        lora=lora,
+        lora_scale=lora_scale,
+        lora_weight_name=lora_weight_name,
+    )
 
 
 def edit_views(scene: GaussianScene, mask: Tensor, config: TextEditConfig) -> list[Camera]:

@@ -61,6 +61,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="model input size in pixels; unset: the model's own",
     )
     p.add_argument(
+        "--lora",
+        default=None,
+        help="UNet LoRA fused into the model: a .safetensors file, or a folder / hub id (with "
+        "--lora-weight-name), e.g. latent-consistency/lcm-lora-sdv1-5 for few-step edits "
+        "(use --guidance-scale 1-2 with it)",
+    )
+    p.add_argument("--lora-scale", type=float, default=1.0, help="strength of the --lora")
+    p.add_argument(
+        "--lora-weight-name", default=None, help="file inside a --lora folder or hub repo"
+    )
+    p.add_argument(
         "--up", default=None, help="world up: +z, -y, ... or x,y,z; unset: the scene's, else -y"
     )
     p.add_argument("--seed", type=int, default=0, help="seeds views and noise")
@@ -178,4 +189,7 @@ def _load_distiller(args: argparse.Namespace, device: str):
         latent_mode=args.latent,
         resolution=args.resolution,
         device=device,
+        lora=args.lora,
+        lora_scale=args.lora_scale,
+        lora_weight_name=args.lora_weight_name,
     )

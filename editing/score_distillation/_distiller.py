@@ -4,6 +4,7 @@ caches prompt embeddings; all math lives in `_loss`."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -52,9 +53,10 @@ class DistillationConfig:
     latent_mode: Literal["vae", "rgb"] = "vae"
     """"vae": encode renders with the VAE encoder, gradients through it (exact, costly);
     "rgb": a fixed linear RGB -> latent map on an 8x smaller image (cheap, approximate)."""
-    resolution: int = 512
+    resolution: int | None = 512
     """Renders are resized so their long side is this many pixels (multiple of 64) before
-    encoding; SD 1.x/SD-Turbo: 512, SD 2.1: 768; tiny test models: 64."""
+    encoding; SD 1.x/SD-Turbo: 512, SD 2.1: 768; tiny test models: 64. None: the model's own
+    (`native_resolution`)."""
     half: bool | None = None
     """Run the model in float16; None: on CUDA only. Gradients are accumulated in float32."""
 
@@ -68,7 +70,7 @@ class DistillationConfig:
             raise ValueError(f"anneal_to={self.anneal_to} must lie within t_range {self.t_range}")
         if self.latent_mode not in ("vae", "rgb"):
             raise ValueError(f"latent_mode must be 'vae' or 'rgb', got {self.latent_mode!r}")
-        if self.resolution < 64 or self.resolution % 64:
+        if self.resolution is not None and (self.resolution < 64 or self.resolution % 64):
             raise ValueError(f"resolution must be a positive multiple of 64, got {self.resolution}")
         if self.guidance_scale is not None and not self.guidance_scale > 0:
             raise ValueError(f"guidance_scale must be positive, got {self.guidance_scale}")
@@ -152,6 +154,8 @@ class ScoreDistiller:
             )
         if config.latent_mode == "vae" and parts.vae is None:
             raise ValueError(f"{parts.model_id} has no VAE; use latent_mode='rgb'")
+        if config.resolution is None:
+            config = dataclasses.replace(config, resolution=native_resolution(parts))
         self.device = torch.device(device) if device is not None else _module_device(parts.unet)
         half = config.half if config.half is not None else self.device.type == "cuda"
         self.dtype = torch.float16 if half else torch.float32
@@ -349,3 +353,16 @@ def _check_images(images: Tensor, name: str) -> None:
         raise ValueError(f"{name} must be a [B,3,H,W] tensor in [0,1], got {shape}")
     if not images.is_floating_point():
         raise ValueError(f"{name} must be floating point in [0,1], got {images.dtype}")
+
+
+def native_resolution(parts: DiffusionParts) -> int:
+    """Pixels the model was trained at (UNet sample size x VAE downsampling: SD 1.5 512, SD 2.1
+    768, the tiny test pipeline 64), rounded to a multiple of 64; 512 when unknown."""
+    size = getattr(getattr(parts.unet, "config", None), "sample_size", None)
+    if isinstance(size, (tuple, list)):
+        size = max(size)
+    if not isinstance(size, int) or size <= 0:
+        return 512
+    blocks = getattr(getattr(parts.vae, "config", None), "block_out_channels", None)
+    factor = 2 ** (len(blocks) - 1) if blocks else 8
+    return max(64, round(size * factor / 64) * 64)

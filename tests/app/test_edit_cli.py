@@ -80,6 +80,12 @@ def test_edit_runs_real_steps_through_a_tiny_pipeline(world, tmp_path, capsys):
     assert "input" in capsys.readouterr().err
     assert (digest(scene_path), digest(scene_path.with_name("scene.ply.json"))) == before
 
+    # --lora reaches the loader: a missing LoRA file is named, and nothing is written.
+    with_lora = tmp_path / "with_lora.ply"
+    no_lora = [*argv[:-1], str(with_lora), "--lora", str(tmp_path / "missing.safetensors")]
+    assert main(no_lora) == 2
+    assert "LoRA" in capsys.readouterr().err and not with_lora.exists()
+
 
 def _args(scene_path, mask_path, out, *extra: str) -> list[str]:
     return [

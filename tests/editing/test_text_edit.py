@@ -311,6 +311,6 @@ def test_hidden_gaussians_stay_out_of_the_edit_views(scene, red):
 
 
 def test_native_resolution_of_the_tiny_pipeline():
-    from editing.text_edit import _native_resolution
+    from editing.score_distillation._distiller import native_resolution
 
-    assert _native_resolution(toy.tiny_parts()) == 64  # UNet 32 latents x VAE factor 2
+    assert native_resolution(toy.tiny_parts()) == 64  # UNet 32 latents x VAE factor 2
