@@ -1,8 +1,9 @@
 """The "Grasps" folder: parallel-jaw grasp candidates on one object, drawn as gripper meshes.
 
 Target: the selection (any selection tool), a language query (the Language query panel's field
-and text encoder), or a click on the object (the clicked Gaussian grown to its object by feature
-affinity, so it needs features). "Find grasps" runs `editing.plan_grasps` as a job; the top-k
+and text encoder), or a click on the object: the clicked Gaussian grown to its object by feature
+affinity when features are loaded, else by geometry (`editing.grasp.object_at`: the Gaussians
+linked to it once the surface it stands on is cut away). "Find grasps" runs `editing.plan_grasps` as a job; the top-k
 appear as gripper meshes coloured by score (red: the lowest shown, green: the best); clicking
 one shows its score components; "Export JSON" writes what `scenelab grasp` writes.
 """
@@ -21,7 +22,14 @@ import viser
 from torch import Tensor
 
 import editing
-from editing.grasp import GraspConfig, GraspResult, GripperConfig, gripper_mesh, save_grasps
+from editing.grasp import (
+    GraspConfig,
+    GraspResult,
+    GripperConfig,
+    gripper_mesh,
+    object_at,
+    save_grasps,
+)
 from fields import GaussianScene
 
 from .._paths import confine, display
@@ -70,7 +78,7 @@ class GraspPanel:
                 "Target",
                 TARGETS,
                 initial_value="Selection",
-                hint="The object: the selection, a language query, or a click on it (features).",
+                hint="The object: the selection, a language query, or a click on it.",
             )
             self.text = gui.add_text("Object", "", hint="What to grasp (target Query).")
             self.top_k = gui.add_slider("Top k", 1, 50, 1, 10)
@@ -109,13 +117,9 @@ class GraspPanel:
             self.set_target(str(self.target.value))
 
     def set_target(self, kind: str) -> None:
-        """Choose the target kind (`TARGETS`); "Click" takes scene clicks and needs features."""
+        """Choose the target kind (`TARGETS`); "Click" takes the scene's clicks."""
         if kind not in TARGETS:
             raise ValueError(f"unknown grasp target {kind!r}; expected one of {TARGETS}")
-        if kind == "Click" and self.app.features_panel.current() is None:
-            self._set_dropdown("Selection")
-            self._set_clicking(False)
-            raise ValueError("a click target needs features (load or distil them first)")
         self._set_dropdown(kind)
         self._set_clicking(kind == "Click")
         if kind == "Click":
@@ -164,11 +168,13 @@ class GraspPanel:
         return self.find(target=self._grow_from(scene, i))
 
     def _grow_from(self, scene: GaussianScene, index: int) -> Tensor:
-        from fields.features import grow_by_affinity
-
+        """[N] bool: the clicked Gaussian's object, by feature affinity when features are
+        loaded, else by geometry."""
         field = self.app.features_panel.current()
         if field is None:
-            raise ValueError("a click target needs features (load or distil them first)")
+            return object_at(scene, index, up=np.asarray(self.app.up, dtype=np.float64))
+        from fields.features import grow_by_affinity
+
         seed = torch.zeros(len(scene), dtype=torch.bool)
         seed[index] = True
         return grow_by_affinity(field.features, seed, 0.5, means=scene.means)

@@ -18,6 +18,7 @@ from ._gripper import Grasp, GripperConfig, OrientedBox, gripper_boxes, gripper_
 from ._io import grasps_to_json, save_grasps
 from ._plan import GraspConfig, GraspResult, plan_grasps, scene_up
 from ._surface import surface_normals
+from ._target import object_at
 
 __all__ = [
     "Grasp",
@@ -28,6 +29,7 @@ __all__ = [
     "grasps_to_json",
     "gripper_boxes",
     "gripper_mesh",
+    "object_at",
     "plan_grasps",
     "save_grasps",
     "scene_up",

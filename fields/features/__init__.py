@@ -33,6 +33,7 @@ from ._query import (
 from ._sam import SamDecoder, SamTeacher
 from ._segment import (
     ClickResult,
+    connected_to,
     eval_click,
     grow_by_affinity,
     lift_mask,
@@ -70,6 +71,7 @@ __all__ = [
     "auto_threshold",
     "build_teacher",
     "build_text_encoder",
+    "connected_to",
     "decoded_norms",
     "distill",
     "eval_click",
