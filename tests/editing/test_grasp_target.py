@@ -10,7 +10,6 @@ from editing.grasp import object_at
 from editing.grasp._target import support_height
 from fields.synthetic import WorldConfig, make_world
 
-
 # The table as densely sampled as the objects (as in a capture): plain connectivity from a click
 # would run into it.
 DENSE_TABLE = {"table_spacing": 0.006}
