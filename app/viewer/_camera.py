@@ -47,6 +47,14 @@ def client_camera(camera_handle, max_side: int | None = None) -> Camera:
     return camera_from_pose(camera_handle.wxyz, camera_handle.position, camera_handle.fov, w, h)
 
 
+def click_pixel(event, max_side: int | None = None) -> tuple[Camera, float, float]:
+    """(camera, u, v): the clicking browser's camera (see `client_camera`) and the clicked pixel
+    of a `viser.SceneClickEvent` (whose `screen_pos` is in [0, 1]²)."""
+    cam = client_camera(event.client.camera, max_side=max_side)
+    u, v = event.screen_pos
+    return cam, u * cam.width, v * cam.height
+
+
 def pose_of(camera: Camera) -> tuple[np.ndarray, np.ndarray]:
     """`T_world_camera` of a `fields.Camera` as viser wants it: (wxyz [4], position [3])."""
     c2w = camera.c2w.double()

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from fields import Camera, GaussianScene
 
-from ._camera import client_camera
+from ._camera import click_pixel, client_camera
 from ._panel_features import sam_model_type
 from ._panel_query import LiveSelection
 from ._state import shown_mask
@@ -173,9 +173,8 @@ class ClickPanel:
     def _on_click(self, event: viser.SceneClickEvent) -> None:
         @self.app.action("Click segmentation")
         def run(_e: object) -> None:
-            cam = client_camera(event.client.camera, max_side=SEGMENT_SIDE)
-            u, v = event.screen_pos
-            self.add_point(cam, u * cam.width, v * cam.height, self._mode != "negative")
+            cam, u, v = click_pixel(event, max_side=SEGMENT_SIDE)
+            self.add_point(cam, u, v, self._mode != "negative")
 
         run(event)
 

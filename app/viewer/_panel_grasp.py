@@ -33,7 +33,7 @@ from editing.grasp import (
 from fields import GaussianScene
 
 from .._paths import confine, display
-from ._camera import client_camera
+from ._camera import click_pixel
 from ._jobs import JobContext
 from ._panel_file import confirm_overwrite
 from ._state import NothingSelectedError
@@ -153,9 +153,7 @@ class GraspPanel:
     def _on_click(self, event: viser.SceneClickEvent) -> None:
         @self.app.action("Grasp target")
         def run(_e: object) -> None:
-            cam = client_camera(event.client.camera)
-            u, v = event.screen_pos
-            self.click(cam, u * cam.width, v * cam.height)
+            self.click(*click_pixel(event))
 
         run(event)
 

@@ -31,7 +31,7 @@ from fields import GaussianScene
 from fields.features import FeatureField, FieldQuery, negatives_for
 
 from .._paths import confine
-from ._camera import client_camera
+from ._camera import click_pixel
 from ._jobs import Job, JobCancelled, JobContext
 from ._models import DEFAULT_EDIT_MODEL, load_gui_distiller
 from ._panel_selection import scene_extent
@@ -261,9 +261,7 @@ class InsertPanel:
     def _on_click(self, event: viser.SceneClickEvent) -> None:
         @self.app.action("Pick spot")
         def run(_e: object) -> None:
-            cam = client_camera(event.client.camera)
-            u, v = event.screen_pos
-            self.pick(cam, u * cam.width, v * cam.height)
+            self.pick(*click_pixel(event))
 
         run(event)
 

@@ -18,7 +18,7 @@ import editing
 from fields import Camera
 from fields.scene import quat_to_rotmat
 
-from ._camera import client_camera
+from ._camera import click_pixel, client_camera
 from ._state import NothingSelectedError, shown_mask
 
 if TYPE_CHECKING:
@@ -137,9 +137,7 @@ class SelectionPanel:
     def _on_click(self, event: viser.SceneClickEvent) -> None:
         @self.app.action("Pick")
         def run(_e: object) -> None:
-            cam = client_camera(event.client.camera)
-            u, v = event.screen_pos
-            self.pick(cam, u * cam.width, v * cam.height, self._mode(event.modifier))
+            self.pick(*click_pixel(event), self._mode(event.modifier))
 
         run(event)
 

@@ -1,6 +1,7 @@
 """Camera conventions between viser and fields, the up direction, the initial view."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -8,6 +9,7 @@ import torch
 from app.viewer._camera import (
     camera_from_pose,
     camera_view,
+    click_pixel,
     framing_view,
     pose_of,
     scene_up,
@@ -69,3 +71,19 @@ def test_camera_view_starts_at_the_dataset_camera(scene):
     fwd = (look_at - eye) / np.linalg.norm(look_at - eye)
     assert np.allclose(fwd, cam.c2w[:3, 2].numpy(), atol=1e-5)
     assert up @ np.array([0, 0, 1.0]) > 0.5
+
+
+def test_click_pixel_maps_screen_pos_to_the_clicked_point():
+    """A scene click lands on the pixel that shows the point under the pointer."""
+    cam = look_camera(320, 240)
+    wxyz, pos = pose_of(cam)
+    handle = SimpleNamespace(
+        wxyz=wxyz, position=pos, fov=vertical_fov(cam), image_width=320, image_height=240
+    )
+    u, v = project(cam, (0.3, 0.1, 0.2))
+    event = SimpleNamespace(client=SimpleNamespace(camera=handle), screen_pos=(u / 320, v / 240))
+    got, pu, pv = click_pixel(event)
+    assert (got.width, got.height) == (320, 240) and abs(pu - u) < 1e-6 and abs(pv - v) < 1e-6
+    small, su, sv = click_pixel(event, max_side=160)  # the same point on a smaller canvas
+    su2, sv2 = project(small, (0.3, 0.1, 0.2))
+    assert small.width == 160 and abs(su - su2) < 1e-3 and abs(sv - sv2) < 1e-3
