@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fields import GaussianScene
+from fields import GaussianScene, up_vector
 from fields.scene import quat_to_rotmat
 
 from ._spatial import kdtree
@@ -74,24 +74,6 @@ class SupportPlane:
         }
 
 
-def scene_up(scene: GaussianScene, up: Any = None) -> np.ndarray:
-    """[3] unit up vector: `up` if given, else the scene's `meta["up"]` ([x,y,z] or "+z"/"-y"...),
-    else +z."""
-    if up is None:
-        up = scene.meta.get("up", (0.0, 0.0, 1.0))
-    if isinstance(up, str):
-        axis = up.strip().lower()
-        if len(axis) != 2 or axis[0] not in "+-" or axis[1] not in "xyz":
-            raise ValueError(f"cannot read an up axis from {up!r}; expected e.g. '+z'")
-        v = np.zeros(3)
-        v["xyz".index(axis[1])] = 1.0 if axis[0] == "+" else -1.0
-        up = v
-    v = np.asarray(up, dtype=np.float64).reshape(-1)
-    if v.shape != (3,) or not np.isfinite(v).all() or np.linalg.norm(v) < 1e-9:
-        raise ValueError(f"up must be a non-zero 3-vector, got {up!r}")
-    return v / np.linalg.norm(v)
-
-
 def splat_normals(scene: GaussianScene) -> tuple[Tensor, Tensor]:
     """Per Gaussian: unit normal (axis of the smallest scale) [N,3] and whether it is flat [N]."""
     R = quat_to_rotmat(scene.quats)  # [N,3,3] columns: local axes in world
@@ -117,13 +99,13 @@ def fit_support_plane(
     scene: GaussianScene,
     support_mask: Tensor,  # [N] bool
     *,
-    up: Any = None,  # [3]; default: the scene's meta["up"], else +z
+    up: Any = None,  # [3] or "+z"...; default: fields.conventions.up_vector(scene)
     near: Any = None,  # [3] world point: take the plane nearest its height, not the highest
 ) -> SupportPlane:
     """The top plane of the selected support: its upward-facing splats clustered by height, the
     highest well-populated cluster (or the one nearest `near`) refined by least squares."""
     mask = check_mask(scene, support_mask).cpu()
-    up_v = scene_up(scene, up)
+    up_v = up_vector(scene, override=up)
     opaque = torch.sigmoid(scene.opacities.detach().cpu()) > _OPAQUE
     hidden = scene.extras.get("hidden")
     keep = mask & opaque

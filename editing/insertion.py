@@ -10,7 +10,8 @@ Asset insertion, as pure functions:
     new_scene, inserted = insert_object(scene, obj, T_world_object, name="mug")
 
 or `place_object(scene, obj, support_mask, name="mug")` for all four. Objects come in their own
-frame: the centre of the base at the origin, `obj.meta["up"]` (default +z) up, metric like the
+frame: the centre of the base at the origin, the object's up (`fields.conventions.up_vector`: its
+`meta["up"]`, else -y; bundled assets record +z) up, metric like the
 scene. Existing Gaussians keep their order and stay bit-identical; the object's Gaussians are
 appended with a new `label` id whose name is added to `meta["label_names"]` (as in
 `fields.synthetic` worlds), so exports and language queries know it.
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fields import Camera, GaussianScene, render
+from fields import Camera, GaussianScene, orbit_cameras, render, up_vector
 from fields.scene import rgb_to_sh
 
 from ._support import (
@@ -40,9 +41,7 @@ from ._support import (
     extent_along,
     find_free_spot,
     fit_support_plane,
-    scene_up,
 )
-from ._views import orbit_cameras
 
 __all__ = [
     "AssetNotFoundError",
@@ -99,8 +98,8 @@ def load_asset(path: str | Path) -> GaussianScene:
 
 
 def _object_frame(obj: GaussianScene) -> np.ndarray:
-    """[3,3] rotation taking the object's up (meta["up"], default +z) to +z."""
-    return _rotation_between(scene_up(obj, obj.meta.get("up", (0.0, 0.0, 1.0))), np.eye(3)[2])
+    """[3,3] rotation taking the object's up (`fields.up_vector`: meta["up"], else -y) to +z."""
+    return _rotation_between(up_vector(obj), np.eye(3)[2])
 
 
 def footprint(obj: GaussianScene, *, scale: float = 1.0) -> tuple[float, float]:
@@ -340,7 +339,8 @@ class TextTo3DConfig:
     seed: int = 0
     """Seed of the initialisation, the views and the distiller's noise."""
     up: Any = None
-    """World up (default: the scene's meta["up"], else +z)."""
+    """World up ("+z", "-y", a vector); default: `fields.up_vector` (the scene's meta "up", else
+    -y)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments passed on to `distiller.loss` (method, guidance...)."""
 
@@ -383,10 +383,11 @@ def _views_around(
     return orbit_cameras(
         centre,
         radius,
-        torch.as_tensor(up, dtype=torch.float64),
+        up,
         azimuths,
         elevations,
-        size=config.size,
+        width=config.size,
+        height=config.size,
         fov_deg=config.fov_deg,
         name="t3d",
     )
@@ -448,7 +449,7 @@ def text_to_3d(
         hidden = context.extras["hidden"].bool()
         context = context.subset(~hidden)
     radius = float(half.norm())
-    up = scene_up(scene, config.up)
+    up = up_vector(scene, override=config.up)
     background = torch.tensor(config.background, dtype=dtype, device=dev)
 
     def build() -> GaussianScene:

@@ -76,7 +76,7 @@ def features_from_text(
     if isinstance(field_or_heads, FeatureField):
         field = field_or_heads
         W = field.head(text_space(field, space))
-        norm = _typical_norm(field.features) if norm is None else norm
+        norm = _typical_norm(field.features.reshape(-1, field.dim)) if norm is None else norm
     else:
         heads = dict(field_or_heads)
         if space is None:
@@ -104,16 +104,17 @@ def claim_direction(
     text_embedding: Tensor,  # [D]
     *,
     space: str | None = None,
-    features: Tensor | None = None,  # [N,d] the features in use (default: field.features)
+    features: Tensor | None = None,  # [N,L*d] the features in use (default: field.features)
 ) -> tuple[FeatureField, Tensor]:
     """Make the least-used feature direction u decode to the text embedding in head `space`:
     W' = W + (a·t − W u) uᵀ with a = median |W f| / median |f|. Returns (the field with the new
     head, the feature [d] = u · median |f| to give the new Gaussians). Old Gaussians decode as
-    before up to (a·t − W u)(u·f_i), and u·f_i ≈ 0 for all of them by the choice of u."""
+    before up to (a·t − W u)(u·f_i), and u·f_i ≈ 0 for all of them by the choice of u. Every
+    level of the field decodes through the same head, so u is chosen over all levels."""
     space = text_space(field, space)
-    F = (field.features if features is None else features).double()
+    d = field.dim
+    F = (field.features if features is None else features).double().reshape(-1, d)
     W = field.head(space).double()
-    d = F.shape[1]
     moment = F.T @ F / max(1, F.shape[0])  # [d,d]
     _, vecs = torch.linalg.eigh(moment)
     u = vecs[:, 0]
@@ -127,14 +128,8 @@ def claim_direction(
     W_new = W + torch.outer(a * t - W @ u, u)
     heads = dict(field.heads)
     heads[space] = W_new.to(field.head(space).dtype)
-    out = FeatureField(
-        features=field.features if features is None else features,
-        heads=heads,
-        config=field.config,
-        teachers=field.teachers,
-        scene_hash=field.scene_hash,
-        meta=field.meta,
-    )
+    out = field.with_features(field.features if features is None else features)
+    out.heads = heads
     return out, (u * fnorm).to(field.features.dtype).reshape(d)
 
 
@@ -193,20 +188,13 @@ def update_field(
     to the field's registered text encoder for `space`."""
     mask = check_mask(scene, new_mask).cpu()
     feats = scene.extras.get("feature")
-    if feats is None or feats.ndim != 2 or feats.shape[1] != field.dim:
+    if feats is None or feats.ndim != 2 or feats.shape[1] != field.channels:
         raise ValueError(
-            f"the scene must carry the field's features as its `feature` extra [N,{field.dim}] "
-            "(FeatureField.attach before editing)"
+            "the scene must carry the field's features as its `feature` extra "
+            f"[N,{field.channels}] (FeatureField.attach before editing)"
         )
     feats = feats.detach().cpu().float()
-    base = FeatureField(
-        features=feats,
-        heads=field.heads,
-        config=field.config,
-        teachers=field.teachers,
-        scene_hash=None,
-        meta=field.meta,
-    )
+    base = field.with_features(feats)
     if name is None or not bool(mask.any()):
         return _with_features(base, propagate_features(scene, mask, features=feats))
     space = text_space(field, space)
@@ -218,12 +206,12 @@ def update_field(
         except KeyError as e:
             raise ValueError(e.args[0]) from None
     t = torch.as_tensor(encode([name])).reshape(-1).float()
-    old = feats[~mask]
+    old = feats[~mask].reshape(-1, field.dim)
     f = features_from_text(field.heads, t, space=space, norm=_typical_norm(old))
     if _cosine(field.head(space), f, t) < min_cosine:
         base, f = claim_direction(base, t, space=space, features=_zero_rows(feats, mask))
     new = feats.clone()
-    new[mask] = f.to(new.dtype)
+    new[mask] = f.to(new.dtype).repeat(len(field.levels))  # the name at every level
     out = _with_features(base, new)
     names = dict(out.meta.get("label_names") or {})
     label = scene.extras.get("label")
@@ -242,11 +230,6 @@ def _zero_rows(features: Tensor, mask: Tensor) -> Tensor:
 
 
 def _with_features(field: FeatureField, features: Tensor) -> FeatureField:
-    return FeatureField(
-        features=features,
-        heads=field.heads,
-        config=field.config,
-        teachers=field.teachers,
-        scene_hash=None,
-        meta=dict(field.meta),
-    )
+    out = field.with_features(features)
+    out.meta = dict(field.meta)
+    return out

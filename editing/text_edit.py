@@ -24,10 +24,10 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor
 
-from fields import Camera, GaussianScene, render
+from fields import Camera, GaussianScene, parse_up, render
 
 from ._edit_params import FIELDS, EditParams
-from ._views import parse_up, sample_edit_views, selection_sphere
+from ._views import sample_edit_views, selection_sphere
 from .ops import check_mask
 
 PARAMS = tuple(FIELDS)  # "color", "opacity", "scale", "position"
@@ -89,7 +89,8 @@ class TextEditConfig:
     margin: float = 1.15
     """How much larger than the selection's bounding sphere each view's frame is."""
     up: str | tuple[float, float, float] | None = None
-    """World up ("+z", "-y", a vector); default: `scene.meta["up"]`, else -y."""
+    """World up ("+z", "-y", a vector); default: `fields.conventions.scene_up` (the scene's
+    meta "up", else -y)."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """RGB behind the scene in the edit views."""
     preserve_weight: float = 0.0

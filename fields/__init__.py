@@ -4,6 +4,18 @@ Public names are re-exported here; everything in `_modules` is private.
 """
 
 from .camera import Camera
+from .conventions import (
+    DEFAULT_UP,
+    UpAxis,
+    framing_sphere,
+    framing_view,
+    horizontal_basis,
+    orbit_cameras,
+    parse_up,
+    robust_bounds,
+    scene_up,
+    up_vector,
+)
 from .datasets import Dataset, load_dataset
 from .errors import SceneFormatError
 from .formats import load_scene, save_scene
@@ -11,13 +23,23 @@ from .rendering import RenderOutput, render
 from .scene import GaussianScene
 
 __all__ = [
+    "DEFAULT_UP",
     "Camera",
     "Dataset",
     "GaussianScene",
     "RenderOutput",
     "SceneFormatError",
+    "UpAxis",
+    "framing_sphere",
+    "framing_view",
+    "horizontal_basis",
     "load_dataset",
     "load_scene",
+    "orbit_cameras",
+    "parse_up",
     "render",
+    "robust_bounds",
     "save_scene",
+    "scene_up",
+    "up_vector",
 ]

@@ -1,5 +1,6 @@
 """Open the bundled demo world (`assets/demo/`: a synthetic tabletop with labelled objects and its
-camera rig) in the browser viewer. Same server options as `view`."""
+camera rig) in the browser viewer, ready to query: its oracle feature field is lifted as a job
+when it opens (dataset-free, from the scene's labels; seconds). Same server options as `view`."""
 
 from __future__ import annotations
 
@@ -15,11 +16,19 @@ HELP = "open the bundled demo world in the browser viewer"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_server_arguments(p)
     add_feature_arguments(p)
+    p.add_argument(
+        "--no-lift",
+        action="store_true",
+        help="do not lift the oracle feature field when the demo opens (it takes seconds and "
+        "makes the scene queryable at once)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     from assets import DEMO_DIR
+
+    args.lift_on_open = args.features is None and not args.no_lift
 
     def load() -> dict:
         from fields import load_dataset, load_scene

@@ -1,9 +1,14 @@
 """Distill 2D teachers into a feature field: per-Gaussian low-dim features plus one linear head
 per teacher space, saved as .safetensors next to the scene (never into the scene file).
 
-Teachers come from the registry (`oracle` needs the dataset's labels/ maps; `clip`, `sam` when
-installed). Teacher maps are cached under --cache, so a second or interrupted run reuses them.
-By default every 8th view is held out (the views `eval-query` scores 2D IoU on)."""
+Any scene works, with or without the photos it came from: with --data the teachers see the
+dataset's views (every 8th held out, the views `eval-query` scores 2D IoU on); without it they
+see the scene's own renders from the cameras in its sidecar, or from views placed automatically
+around and inside it. `--method lift` (default) averages the teachers' maps onto the Gaussians
+by their blending weights in one pass per view; `--method optimise` fits the features by
+gradient descent (`--steps`). Teachers come from the registry (`oracle`: the dataset's label
+maps, or the scene's per-Gaussian labels rendered; `clip`, `sam` with their weights). Teacher
+maps are cached under --cache, so a second or interrupted run reuses them."""
 
 from __future__ import annotations
 
@@ -17,10 +22,29 @@ HELP = "distill 2D teachers (oracle, clip, sam) into per-Gaussian features"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scene", type=Path, help="scene file (.ply, compressed .ply, .splat, .spz)")
-    p.add_argument("--data", type=Path, required=True, help="dataset the scene was trained from")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="dataset the scene was trained from (default: none; the scene's own renders)",
+    )
     p.add_argument("--teacher", default="oracle", help="comma-separated teacher names")
-    p.add_argument("--dim", type=int, default=16, help="feature channels per Gaussian")
-    p.add_argument("--steps", type=int, default=600, help="optimisation steps")
+    p.add_argument(
+        "--method",
+        choices=["lift", "optimise"],
+        default="lift",
+        help="lift: training-free weighted averaging (seconds); optimise: gradient descent",
+    )
+    p.add_argument(
+        "--dim", type=int, default=16, help="feature channels per teacher space (and level)"
+    )
+    p.add_argument("--steps", type=int, default=600, help="optimisation steps (--method optimise)")
+    p.add_argument(
+        "--view-side",
+        type=int,
+        default=None,
+        help="long side of the rendered views without --data (default: the teachers' native)",
+    )
     p.add_argument("--seed", type=int, default=0, help="initialisation and view-order seed")
     p.add_argument(
         "--out",
@@ -33,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--cache",
         type=Path,
         default=None,
-        help="teacher-map cache folder (default: DATASET/.cache/teachers)",
+        help="teacher-map cache folder (default: DATASET/.cache/teachers, or beside the scene)",
     )
     p.add_argument(
         "--all-views", action="store_true", help="train on every view (no held-out views)"
@@ -89,14 +113,27 @@ class ProgressBar:
         stream.flush()
 
 
+def features_path(scene: Path) -> Path:
+    """Where a scene's feature field goes by default: SCENE's stem + .features.safetensors."""
+    return scene.with_name(scene.name.split(".")[0] + ".features.safetensors")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from fields import load_dataset, load_scene
-    from fields.features import DistillConfig, build_teacher, distill
+    from fields.features import (
+        DistillConfig,
+        LiftConfig,
+        SceneOracleTeacher,
+        build_teacher,
+        distill,
+        lift,
+        scene_views,
+    )
     from fields.features._io import scene_hash
 
-    out = args.out or args.scene.with_name(args.scene.name.split(".")[0] + ".features.safetensors")
+    out = args.out or features_path(args.scene)
     if out.resolve() == args.scene.resolve():
         raise ValueError("--out must not be the scene file")
     if out.exists() and not args.overwrite:
@@ -105,20 +142,45 @@ def run(args: argparse.Namespace) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     scene = load_scene(args.scene).to(device)
-    dataset = load_dataset(args.data, downscale=args.downscale)
-    if not args.all_views:
-        dataset = dataset.split("train")
+    dataset = None
+    if args.data is not None:
+        dataset = load_dataset(args.data, downscale=args.downscale)
+        if not args.all_views:
+            dataset = dataset.split("train")
+    names = [t.strip() for t in args.teacher.split(",") if t.strip()]
+    if not names:
+        raise ValueError("--teacher names no teacher")
     teachers = []
-    for name in [t.strip() for t in args.teacher.split(",") if t.strip()]:
+    for name in names:
+        if name == "oracle" and dataset is None:
+            teachers.append(SceneOracleTeacher(scene))
+            continue
         try:
             teachers.append(
                 build_teacher(name, dataset, device=device, **teacher_options(name, args))
             )
         except KeyError as e:
             raise ValueError(e.args[0]) from None
-    cache = args.cache if args.cache is not None else args.data / ".cache" / "teachers"
-    config = DistillConfig(dim=args.dim, steps=args.steps, seed=args.seed, cache_dir=str(cache))
-    field = distill(scene, dataset, teachers, config, progress=ProgressBar())
+    views = dataset if dataset is not None else scene_views(scene, teachers, side=args.view_side)
+    if args.cache is not None:
+        cache = args.cache
+    elif args.data is not None:
+        cache = args.data / ".cache" / "teachers"
+    else:
+        cache = args.scene.parent / ".cache" / "teachers"
+    bar = ProgressBar()
+    if args.method == "lift":
+        config = LiftConfig(dim=args.dim, seed=args.seed, cache_dir=str(cache))
+        field = lift(
+            scene, views, teachers, config, progress=lambda f, _m: bar(round(1000 * f), 1000, 0.0)
+        )
+    else:
+        if dataset is None:  # the scene oracle finds each rendered view's camera by its name
+            for t in teachers:
+                if isinstance(t, SceneOracleTeacher):
+                    t.register_views(views.names, views.cameras)
+        config = DistillConfig(dim=args.dim, steps=args.steps, seed=args.seed, cache_dir=str(cache))
+        field = distill(scene, views, teachers, config, progress=bar).bind(scene)
     field.scene_hash = scene_hash(args.scene)
     label_names = scene.meta.get("label_names")
     if label_names:

@@ -169,12 +169,14 @@ def _selection(args: argparse.Namespace, scene):
             )
         mask = torch.from_numpy(arr.copy())
     else:
-        from ._features import load_field_for, text_query
+        from fields import load_scene
 
-        field = load_field_for(args.features, args.scene, n, "edit")
+        from ._features import load_field_for, require_match, text_query
+
+        field = load_field_for(args.features, args.scene, load_scene(args.scene), "edit")
         res = text_query(field, args.select, negatives=args.negatives)
-        mask = res.mask.cpu().bool()
-        print(f"--select {args.select!r}: threshold {res.threshold:.3f}")
+        mask = require_match(res, args.select).cpu().bool()
+        print(f"--select {args.select!r}: level {res.level}, threshold {res.threshold:.3f}")
     if not bool(mask.any()):
         raise ValueError("the selection is empty: nothing to edit")
     return mask

@@ -42,11 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _query_mask(scene_path: Path, field_path: Path, text: str, n: int):
-    from ._features import load_field_for, text_query
+def _query_mask(scene_path: Path, field_path: Path, text: str, scene):
+    from ._features import load_field_for, require_match, text_query
 
-    field = load_field_for(field_path, scene_path, n, "grasp")
-    return text_query(field, text).mask.cpu()
+    field = load_field_for(field_path, scene_path, scene, "grasp")
+    return require_match(text_query(field, text), text).cpu()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             )
         target = torch.from_numpy(mask.astype(bool))
     else:
-        target = _query_mask(args.scene, Path(args.features[0]), args.features[1], len(scene))
+        target = _query_mask(args.scene, Path(args.features[0]), args.features[1], scene)
     if not bool(target.any()):
         raise ValueError("the target is empty: nothing to grasp")
     units = str(scene.meta.get("units", "m"))

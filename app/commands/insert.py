@@ -87,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
 
     import editing
     from fields import load_scene, save_scene
-    from fields.features import FieldQuery, build_text_encoder, load_field, negatives_for
+    from fields.features import TextQuery, build_text_encoder
+
+    from ._features import load_field_for
 
     if (args.asset is None) == (args.text is None):
         raise ValueError("give exactly one of --asset NAME|PATH or --text PROMPT")
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     scene = load_scene(args.scene)
     field = encode = None
     if args.features is not None:
-        field = load_field(args.features)
+        field = load_field_for(args.features, args.scene, scene, "insert")
         scene = field.attach(scene)
         space = editing.semantics.text_space(field)
         try:
@@ -144,8 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
         new_field.scene_hash = scene_hash(args.out)
         new_field.save(feat_out, overwrite=args.overwrite)
-        fq = FieldQuery(new_field.features, new_field.head(editing.semantics.text_space(field)))
-        found = fq.query(encode([name]), encode(negatives_for())).mask
+        found = TextQuery(new_field, encode).query(name).mask
         iou = int((found & mask).sum()) / max(1, int((found | mask).sum()))
         print(f"features -> {feat_out} (query {name!r} finds the object: IoU {iou:.2f})")
     return 0
@@ -157,8 +158,9 @@ def _support(args, scene, field, encode):
     import numpy as np
     import torch
 
-    import editing
-    from fields.features import FieldQuery, negatives_for
+    from fields.features import TextQuery
+
+    from ._features import require_match
 
     given = [x for x in (args.on, args.on_selection) if x is not None]
     if len(given) > 1:
@@ -167,14 +169,8 @@ def _support(args, scene, field, encode):
     if args.on is not None:
         if field is None:
             raise ValueError("--on needs --features (a feature field of the scene)")
-        space = editing.semantics.text_space(field)
-        terms = [t.strip() for t in args.on.split(",") if t.strip()]
-        if not terms:
-            raise ValueError("empty --on text")
-        fq = FieldQuery(scene.extras["feature"], field.head(space))
-        mask = fq.query(encode(terms), encode(negatives_for())).mask.cpu()
-        if not bool(mask.any()):
-            raise ValueError(f"the query {args.on!r} selects nothing to put the object on")
+        tq = TextQuery(field, encode, features=scene.extras["feature"])
+        mask = require_match(tq.query(args.on), args.on).cpu()
         return mask, near
     if args.on_selection is not None:
         mask = torch.from_numpy(np.load(args.on_selection, allow_pickle=False))

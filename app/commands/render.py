@@ -4,7 +4,6 @@ no dataset is given. Writes into --out (never over existing images unless --over
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -18,6 +17,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", type=int, default=8, help="orbit views when no --data is given")
     p.add_argument("--width", type=int, default=512, help="orbit image width")
     p.add_argument("--height", type=int, default=384, help="orbit image height")
+    p.add_argument(
+        "--up",
+        default=None,
+        help="world up for the orbit: +z, -y, ... or 'x,y,z' (default: the scene's meta, else -y)",
+    )
     p.add_argument("--downscale", type=float, default=1.0, help="dataset downscale factor")
     p.add_argument("--max-views", type=int, default=0, help="render at most this many (0 = all)")
     p.add_argument(
@@ -27,30 +31,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing images in --out")
 
 
-def _orbit_cameras(scene, n: int, width: int, height: int):
-    import torch
+def _orbit_cameras(scene, n: int, width: int, height: int, up=None):
+    """`n` views around the scene's framing sphere, 30 degrees above the horizon of its up axis
+    (`fields.conventions`: --up, else the scene's meta, else -y), 50 degrees across the shorter
+    side."""
+    import math
 
-    from fields import Camera
+    from fields.conventions import framing_sphere, orbit_cameras, up_vector
 
-    up = torch.tensor(scene.meta.get("up", [0.0, 0.0, 1.0]), dtype=torch.float64)
-    lo, hi = scene.bounds(quantile=0.01)
-    center = ((lo + hi) / 2).double()
-    radius = float((hi - lo).double().norm()) * 0.9 + 1e-3
-    # Two horizontal axes perpendicular to `up`.
-    a = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
-    if abs(float(a @ up)) > 0.9:
-        a = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
-    e1 = a - (a @ up) * up
-    e1 = e1 / e1.norm()
-    e2 = torch.linalg.cross(up, e1)
-    f = 0.5 * height / math.tan(math.radians(50) / 2)
-    K = torch.tensor([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]])
-    cams = []
-    for i in range(n):
-        th = 2 * math.pi * i / n
-        eye = center + radius * (0.8 * (math.cos(th) * e1 + math.sin(th) * e2) + 0.6 * up)
-        cams.append(Camera.look_at(eye, center, up, K, width, height, name=f"orbit_{i:03d}"))
-    return cams
+    centre, radius = framing_sphere(scene)
+    azimuths = [2 * math.pi * i / n for i in range(n)]
+    return orbit_cameras(
+        centre,
+        radius,
+        up_vector(scene, override=up),
+        azimuths,
+        [30.0] * n,
+        width=width,
+        height=height,
+        fov_deg=50.0,
+        margin=1.1,
+        name="orbit",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from fields import load_dataset, load_scene, render
+    from fields import load_dataset, load_scene, parse_up, render
 
+    if args.up is not None:
+        parse_up(args.up)  # a bad --up fails before the scene loads
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None:
         cameras = load_dataset(args.data, downscale=args.downscale).cameras
     else:
-        cameras = _orbit_cameras(scene, args.views, args.width, args.height)
+        cameras = _orbit_cameras(scene, args.views, args.width, args.height, args.up)
     if args.max_views > 0:
         cameras = cameras[: args.max_views]
     args.out.mkdir(parents=True, exist_ok=True)

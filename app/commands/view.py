@@ -95,6 +95,7 @@ def feature_options(args: argparse.Namespace):
     options = FeatureOptions(
         features=args.features, sam_checkpoint=args.sam_checkpoint, sam_model=args.sam_model
     )
+    options.lift_on_open = bool(getattr(args, "lift_on_open", False))
     if args.clip_model:
         options.clip_model = args.clip_model
     if args.clip_pretrained:

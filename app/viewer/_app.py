@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import viser
 
-from fields import Camera, GaussianScene
+from fields import Camera, GaussianScene, framing_view, scene_up
+from fields.conventions import DEFAULT_FOV_DEG
 
-from ._camera import DEFAULT_FOV_DEG, camera_view, framing_view, pose_of, scene_up, vertical_fov
+from ._camera import camera_view, pose_of, vertical_fov
 from ._jobs import JobRunner
 from ._overlay import OVERLAY_MODES, OverlayWorker
 from ._panel_click import ClickPanel
@@ -34,6 +35,7 @@ from ._panel_grasp import GraspPanel
 from ._panel_history import HistoryPanel
 from ._panel_insert import InsertPanel
 from ._panel_jobs import JobsPanel
+from ._panel_objects import ObjectsPanel
 from ._panel_query import QueryPanel
 from ._panel_selection import SelectionPanel
 from ._panel_text_edit import TextEditPanel
@@ -92,6 +94,7 @@ class ViewerApp:
         self.title = title or (source.name if source is not None else "scene")
         self.cameras = list(cameras)
         self.dataset = dataset  # a `fields.Dataset` (images, label maps) to distil features from
+        self.feature_options = features or FeatureOptions()
         self.state = ViewerState(scene, source=source, max_history_bytes=config.history_bytes)
         self.jobs = JobRunner()
         started = server if server is not None else start_server(config)
@@ -118,7 +121,8 @@ class ViewerApp:
         self._clients_lock = threading.Lock()
         self._closed = False
 
-        self.up, self.up_source = scene_up(scene, self.cameras)
+        axis = scene_up(scene, self.cameras)
+        self.up, self.up_source = axis.vector, axis.source
         self.server.scene.set_up_direction(tuple(float(x) for x in self.up))
         self._set_initial_camera(scene)
 
@@ -132,9 +136,10 @@ class ViewerApp:
         self.history_panel = HistoryPanel(self)
         self.file_panel = FilePanel(self)
         self.view_panel = ViewPanel(self)
-        self.features_panel = FeaturesPanel(self, features)
+        self.features_panel = FeaturesPanel(self, self.feature_options)
         self.query_panel = QueryPanel(self)
         self.click_panel = ClickPanel(self)
+        self.objects_panel = ObjectsPanel(self)
         self.text_edit_panel = TextEditPanel(self)
         self.insert_panel = InsertPanel(self)
         self.grasp_panel = GraspPanel(self)

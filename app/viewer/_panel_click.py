@@ -2,13 +2,13 @@
 
 Mode positive / negative: a click in the scene adds a point prompt; mode box: a dragged rectangle
 is the box prompt. The prompts of one view go together (moving the camera starts a new prompt
-set). Each prompt change runs, as a job, the `fields.features` click pipeline on the browser's
-current view: the field's SAM embedding of the view (`sam_embedding_from_field`), SAM's prompt
-encoder + mask decoder (`SamDecoder`), `lift_mask` to Gaussians, `grow_by_affinity`. The lift is
-kept, so the granularity slider re-runs only the affinity growth.
+set). A thin user of `fields.features.ClickSegmenter`: `set_view` (the field's SAM embedding of
+the view, the Gaussians it sees) when the prompt view changes, `predict` per prompt change (a
+job), `regrow` for the granularity slider (no render).
 
-Scene clicks share viser's pointer callbacks with the Selection panel's tools: turning a mode on
-switches the selection tool to Navigate, and picking a selection tool turns the mode off. Without
+Scene clicks are one owner's at a time (`ViewerState.pointer`): turning a mode on takes the
+pointer from the selection tool or another panel, and any of those taking it turns the mode
+off. Without
 SAM weights the folder says which file is missing and how to pass it; the model-free selection
 tools do not depend on it.
 """
@@ -24,11 +24,12 @@ import viser
 from torch import Tensor
 
 from fields import Camera, GaussianScene
+from fields.features import ClickResult, ClickSegmenter
 
 from ._camera import click_pixel, client_camera
 from ._panel_features import sam_model_type
 from ._panel_query import LiveSelection
-from ._state import shown_mask
+from ._state import FIELD, shown_mask
 
 if TYPE_CHECKING:
     from ._app import ViewerApp
@@ -50,26 +51,18 @@ class Prompts:
         return not self.points and self.box is None
 
 
-@dataclass
-class _Lift:
-    scene: GaussianScene
-    features: Tensor
-    seed: Tensor  # [N] bool
-    w_in: Tensor  # [N]
-    mask2d: Tensor
-    score: float
-    timings: dict[str, float]
-
-
 class ClickPanel:
     def __init__(self, app: ViewerApp) -> None:
         self.app = app
-        self.features = app.features_panel
-        self.options = self.features.options
+        self.state = app.state
+        self.options = app.feature_options
         self._decoder: Any = self.options.sam_decoder
         self._decoder_lock = threading.Lock()
         self.prompts: Prompts | None = None
-        self.lift: _Lift | None = None
+        self.segmenter: ClickSegmenter | None = None
+        self.lift: ClickResult | None = None  # the last click's result
+        self._lift_scene: GaussianScene | None = None
+        self._seg_scene: GaussianScene | None = None
         self.live = LiveSelection(app.state)
         self._mode = "off"
         gui = app.server.gui
@@ -95,16 +88,15 @@ class ClickPanel:
             app.action("Granularity")(lambda _e: self.regrow(float(self.granularity.value)))
         )
         self.clear_button.on_click(app.action("Clear prompts")(lambda _e: self.clear()))
-        app.selection_panel.tool.on_update(lambda _e: self._on_tool())
-        self.features.on_change(self._sync)
+        app.state.on_change(lambda kind: self._sync() if kind == FIELD else None)
         self._sync()
 
     # ------------------------------------------------------------------ availability
     def unavailable(self) -> str | None:
         """Why click segmentation cannot run (None when it can)."""
-        field = self.features.current()
+        field = self.state.current_field()
         if field is None:
-            return "Load or distil features (with a SAM head) to segment by clicks."
+            return "Lift or load features (with a SAM head) to segment by clicks."
         if "sam" not in field.heads:
             return (
                 "These features have no SAM head: distil them with the SAM teacher "
@@ -117,7 +109,7 @@ class ClickPanel:
             try:
                 from fields.features._sam import load_sam
 
-                load_sam(sam_model_type(self.options, self.features.field), checkpoint)
+                load_sam(sam_model_type(self.options, self.state.field), checkpoint)
             except Exception as e:  # MissingWeightsError, or segment-anything not installed
                 return f"**SAM weights missing.** {e}"
         return None
@@ -137,7 +129,7 @@ class ClickPanel:
 
                 o = self.options
                 sam = load_sam(
-                    sam_model_type(o, self.features.field), o.sam_checkpoint, device=o.device
+                    sam_model_type(o, self.state.field), o.sam_checkpoint, device=o.device
                 )
                 self._decoder = SamDecoder(sam)
             return self._decoder
@@ -150,25 +142,22 @@ class ClickPanel:
             why = self.unavailable()
             if why is not None:
                 raise RuntimeError(why.replace("**", ""))
+        pointer = self.state.pointer
+        if mode != "off":
+            pointer.claim("click", lambda: self.set_mode("off"))
+        else:
+            pointer.release("click")
         scene_api = self.app.server.scene
         scene_api.remove_click_callback(self._on_click)
         scene_api.remove_rect_select_callback(self._on_rect)
         self._mode = mode
         if mode != "off":
-            if self.app.selection_panel.active_tool != "Navigate":
-                self.app.selection_panel.set_tool("Navigate")  # frees the pointer
             if mode == "box":
                 scene_api.on_rect_select()(self._on_rect)
             else:
                 scene_api.on_click()(self._on_click)
         if self.mode.value != mode:
             self.mode.value = mode
-
-    def _on_tool(self) -> None:
-        # A selection tool took the pointer (its set_tool removed every pointer callback).
-        if self.app.selection_panel.active_tool != "Navigate" and self._mode != "off":
-            self._mode = "off"
-            self.mode.value = "off"
 
     def _on_click(self, event: viser.SceneClickEvent) -> None:
         @self.app.action("Click segmentation")
@@ -217,78 +206,73 @@ class ClickPanel:
 
     def clear(self) -> None:
         self.prompts = None
+        self.segmenter = self._seg_scene = None
         self.lift = None
         self.live.reset()
         self.status.content = "Prompts cleared."
 
     def segment(self, mode: str | None = None):
-        """Run the pipeline on the current prompts as a job; the result becomes the selection."""
+        """Run the segmenter on the current prompts as a job; the result becomes the selection."""
         why = self.unavailable()
         if why is not None:
             raise RuntimeError(why.replace("**", ""))
         prompts = self.prompts
         if prompts is None or prompts.empty():
             raise ValueError("add a click or a box first")
-        snap = self.app.state.snapshot()
-        field = self.features.current()
+        scene = self.state.scene
+        field = self.state.current_field()
         assert field is not None
-        mode = mode or str(self.app.selection_panel.combine.value)
+        mode = mode or self.state.combine_mode
         points = list(prompts.points) or None
         labels = list(prompts.labels) or None
         box, cam = prompts.box, prompts.camera
+        granularity = float(self.granularity.value)
 
         def job(ctx):
-            from fields.features._segment import lift_mask, sam_embedding_from_field
-
             ctx.progress(0.05, "loading SAM")
             decoder = self._decoder_or_load()
             ctx.check()
-            t = _Timer()
-            ctx.progress(0.2, "rendering the SAM embedding")
-            embedding = sam_embedding_from_field(snap.scene, field, cam, grid=decoder.grid)
-            t.lap("embedding_ms")
-            pred = decoder(
-                embedding, (cam.height, cam.width), points=points, labels=labels, box=box
-            )
-            t.lap("decoder_ms")
+            seg = self.segmenter
+            if seg is None or self._seg_scene is not scene or seg.decoder is not decoder:
+                seg = ClickSegmenter(scene, field, decoder)  # one per scene state
+                self.segmenter, self._seg_scene = seg, scene
+            if seg.camera is not cam:
+                ctx.progress(0.2, "rendering the SAM embedding of the view")
+                seg.set_view(cam)
             ctx.check()
-            ctx.progress(0.5, "lifting the mask")
-            seed, w_in, _ = lift_mask(snap.scene, cam, pred.masks[0].cpu())
-            t.lap("lift_ms")
-            self.lift = _Lift(
-                snap.scene,
-                field.features,
-                seed,
-                w_in,
-                pred.masks[0].cpu(),
-                float(pred.scores[0]),
-                t.laps,
-            )
-            return self.regrow(float(self.granularity.value), mode)
+            ctx.progress(0.5, "segmenting")
+            res = seg.predict(points=points, labels=labels, box=box, granularity=granularity)
+            self.lift, self._lift_scene = res, scene
+            return self._select(res.mask3d, res.timings, mode)
 
         return self.app.jobs.submit("Click segmentation", job)
 
     def regrow(self, granularity: float, mode: str | None = None) -> int:
-        """Grow or shrink the last lift by feature affinity (no render); selects the result."""
-        from fields.features._segment import grow_by_affinity
-
-        lift = self.lift
-        if lift is None:
-            return self.app.state.n_selected
-        scene = self.app.state.scene
-        if scene is not lift.scene:
+        """Grow or shrink the last click's selection by feature affinity (no render)."""
+        seg, lift = self.segmenter, self.lift
+        if seg is None or lift is None:
+            return self.state.n_selected
+        if self.state.scene is not self._lift_scene:
             self.lift = None
             raise ValueError("the scene changed since the click; click again")
         t = _Timer()
-        mask = grow_by_affinity(
-            lift.features, lift.seed, granularity, weights=lift.w_in, means=scene.means
-        )
-        mask &= shown_mask(scene)
+        mask = seg.regrow(granularity) & shown_mask(self.state.scene)
         t.lap("growth_ms")
-        n = self.live.apply(mask, mode or str(self.app.selection_panel.combine.value))
-        ms = {**lift.timings, **t.laps}
+        timings = {
+            k: v for k, v in lift.timings.items() if k in ("view_ms", "decoder_ms", "lift_ms")
+        }
+        return self._select(mask, {**timings, **t.laps}, mode)
+
+    def _select(self, mask: Tensor, timings: dict[str, float], mode: str | None) -> int:
+        n = self.live.apply(mask, mode or self.state.combine_mode)
+        ms = {
+            k: v
+            for k, v in timings.items()
+            if k.endswith("_ms") and k not in ("click_ms", "total_ms")
+        }
+        score = self.lift.score if self.lift is not None else float("nan")
         self.status.content = (
-            f"{int(mask.sum()):,} Gaussians (SAM score {lift.score:.2f}; "
+            f"{int(mask.sum()):,} Gaussians (SAM score {score:.2f}; "
             f"{sum(ms.values()):.0f} ms: "
             + ", ".join(f"{k[:-3]} {v:.0f}" for k, v in ms.items())
             + ")"

@@ -1,11 +1,10 @@
-"""The "Features" folder: the scene's feature field — load a `.safetensors` field, or distil one
-from the loaded dataset with the oracle or the CLIP + SAM teachers (a job with progress and
-cancel), and save it.
+"""The "Features" folder: the scene's feature field — load a `.safetensors` field, lift one
+(dataset-free: the scene renders its own views; the oracle reads the scene's labels) or optimise
+one on the dataset (`distill`), as a job with progress in the folder, and save it.
 
-The per-Gaussian features travel with the scene as its `feature` extra (`FeatureField.attach`,
-recorded as a history step), so deletes, duplicates and undo keep them aligned with the
-Gaussians; this panel keeps the rest of the field (heads, teacher records, meta) and hands the
-query and click panels a `FeatureField` for the current scene (`current()`).
+The field itself lives in `ViewerState` (`set_field`, `current_field`, `text_query`): this panel
+only drives it. Saving binds the field to the current scene and names the file after the scene
+file saved (or opened) last.
 """
 
 from __future__ import annotations
@@ -16,11 +15,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fields.features import DistillConfig, FeatureField, OracleTeacher, distill, load_field
+from fields.features import (
+    DistillConfig,
+    FeatureField,
+    FieldMismatchError,
+    LiftConfig,
+    OracleTeacher,
+    SceneOracleTeacher,
+    distill,
+    load_field,
+    scene_views,
+)
+from fields.features import lift as lift_field
 from fields.features._clip import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 from .._paths import confine, display
 from ._jobs import JobCancelled
+from ._state import FIELD
 
 if TYPE_CHECKING:
     from ._app import ViewerApp
@@ -53,21 +64,9 @@ class FeatureOptions:
     text_encoder: Callable[[list[str]], Any] | None = None
     """An already built text encoder `texts -> [T, D]` for the field's query space."""
     device: str = "cpu"
-
-
-def field_for(scene, field: FeatureField | None) -> FeatureField | None:
-    """`field`'s heads with the features `scene` carries now (None without either)."""
-    features = scene.extras.get("feature")
-    if field is None or features is None or features.ndim != 2 or features.shape[1] != field.dim:
-        return None
-    return FeatureField(
-        features=features,
-        heads=field.heads,
-        config=field.config,
-        teachers=field.teachers,
-        scene_hash=field.scene_hash,
-        meta=field.meta,
-    )
+    lift_on_open: bool = False
+    """Lift the oracle field as a job when the viewer opens without features (the demo:
+    dataset-free, from the scene's own labels; seconds)."""
 
 
 def sam_model_type(options: FeatureOptions, field: FeatureField | None) -> str:
@@ -80,159 +79,223 @@ def sam_model_type(options: FeatureOptions, field: FeatureField | None) -> str:
     return next((k for k in ("vit_b", "vit_l", "vit_h") if k in name), "vit_h")
 
 
+METHODS = ("lift", "optimise")
+
+
 class FeaturesPanel:
     def __init__(self, app: ViewerApp, options: FeatureOptions | None = None) -> None:
         self.app = app
-        self.options = options or FeatureOptions()
-        self.field: FeatureField | None = None  # heads and records; features are scene extras
-        self._listeners: list[Callable[[], None]] = []
-        self._feature_tensor: Any = None
+        self.options = options = options or FeatureOptions()
+        state = app.state
+        if options.text_encoder is not None:
+            given = options.text_encoder
+            state.text_encoder = lambda _field, _space: given
+            state.text_encoder_cheap = True
+        else:
+            state.text_encoder = self._text_encoder
         gui = app.server.gui
-        dataset = app.dataset
-        source = app.state.source
-        default = (
-            display(source.with_name(source.name.split(".")[0] + FEATURE_SUFFIX), app.root)
-            if source is not None and _inside(source, app.root)
-            else "scene" + FEATURE_SUFFIX
-        )
         with gui.add_folder("Features"):
             self.path = gui.add_text(
-                "Features file", default, hint=f"A .safetensors feature field inside {app.root}"
+                "Features file",
+                self.default_path(),
+                hint=f"A .safetensors feature field inside {app.root}",
             )
             self.load_button = gui.add_button("Load features")
             self.teachers = gui.add_dropdown(
                 "Teachers",
                 TEACHER_SETS,
                 initial_value="oracle",
-                disabled=dataset is None,
-                hint="oracle: the dataset's label maps (synthetic worlds); clip+sam: the models.",
+                hint="oracle: the scene's (or dataset's) labels (synthetic worlds); clip+sam: "
+                "the models.",
             )
-            self.steps = gui.add_number("Steps", 600, min=1, step=1, disabled=dataset is None)
-            self.distil_button = gui.add_button("Distil", disabled=dataset is None)
+            self.method = gui.add_dropdown(
+                "Method",
+                METHODS,
+                initial_value="lift",
+                hint="lift: one weighted average per Gaussian (seconds, no dataset needed); "
+                "optimise: gradient distillation on the dataset's views.",
+            )
+            self.steps = gui.add_number(
+                "Steps", 600, min=1, step=1, hint="Optimisation steps (optimise only)."
+            )
+            self.lift_button = gui.add_button("Lift features")
             self.save_button = gui.add_button("Save features", disabled=True)
-            self.status = gui.add_markdown(
-                "No features."
-                if dataset is not None
-                else "No features. Open a dataset (`--data`) to distil them here."
-            )
+            self.status = gui.add_markdown("No features: lift or load them.")
         self.load_button.on_click(
             app.action("Load features")(lambda _e: self.load(self.path.value))
         )
-        self.distil_button.on_click(
-            app.action("Distil")(
-                lambda _e: self.distil(str(self.teachers.value), int(self.steps.value))
+        self.lift_button.on_click(
+            app.action("Lift features")(
+                lambda _e: self.lift(
+                    str(self.teachers.value), str(self.method.value), int(self.steps.value)
+                )
             )
         )
         self.save_button.on_click(
             app.action("Save features")(lambda _e: self.save(self.path.value))
         )
-        app.state.on_change(lambda _kind: self._check_scene())
-        if self.options.field is not None:
-            self.adopt(self.options.field, "features")
-        elif self.options.features is not None:
-            self.adopt(load_field(self.options.features), f"features {self.options.features.name}")
+        self._last_source = state.source
+        state.on_change(self._on_state)
+        if options.field is not None:
+            self.adopt(options.field, "features")
+        elif options.features is not None:
+            self.adopt(load_field(options.features), f"features {options.features.name}")
+        self._refresh()
+        scene = state.scene
+        labelled = "label" in scene.extras and bool(scene.meta.get("label_names"))
+        if options.lift_on_open and self.current() is None and labelled:
+            self.lift("oracle", "lift")
 
     # ------------------------------------------------------------------ reading
     def current(self) -> FeatureField | None:
-        """The field for the current scene (its `feature` extra with the loaded heads)."""
-        return field_for(self.app.state.scene, self.field)
+        """The field for the current scene (`ViewerState.current_field`)."""
+        return self.app.state.current_field()
 
-    def on_change(self, callback: Callable[[], None]) -> None:
-        """`callback()` when the field appears, goes (undo past it) or is replaced."""
-        self._listeners.append(callback)
+    @property
+    def field(self) -> FeatureField | None:
+        return self.app.state.field
 
-    def _check_scene(self) -> None:
-        features = self.app.state.scene.extras.get("feature")
-        if features is self._feature_tensor:
-            return
-        self._feature_tensor = features
+    def default_path(self) -> str:
+        """`<scene stem>.features.safetensors` next to the scene file saved (or opened) last."""
+        source = self.app.state.source
+        if source is not None and _inside(source, self.app.root):
+            return display(
+                source.with_name(source.name.split(".")[0] + FEATURE_SUFFIX), self.app.root
+            )
+        return "scene" + FEATURE_SUFFIX
+
+    def _on_state(self, kind: str) -> None:
+        if kind == FIELD:
+            self._refresh()
+        source = self.app.state.source
+        if source != self._last_source:  # the File panel saved the scene elsewhere
+            self._last_source = source
+            self.path.value = self.default_path()
+
+    def _refresh(self) -> None:
         field = self.current()
         self.save_button.disabled = field is None
         if field is None:
-            self.status.content = "No features on this scene (load or distil them)."
+            self.status.content = (
+                "No features on this scene: **Lift features** (seconds with the oracle) or load a "
+                "file."
+            )
         else:
             self.status.content = _describe(field)
-        for cb in list(self._listeners):
-            try:
-                cb()
-            except Exception:
-                _log.exception("feature listener raised")
+
+    def _text_encoder(self, field: FeatureField, space: str):
+        if space == "clip":
+            from fields.features._clip import ClipTeacher
+
+            o = self.options
+            return ClipTeacher(o.clip_model, o.clip_pretrained, device=o.device).encode_text
+        from fields.features import build_text_encoder
+
+        return build_text_encoder(space, field.teachers)
 
     # ------------------------------------------------------------------ actions (also for tests)
     def adopt(self, field: FeatureField, step: str = "features") -> None:
-        """Attach `field` to the current scene (a history step) and keep its heads."""
-        n = len(self.app.state.scene)
-        if len(field) != n:
-            raise ValueError(
-                f"the field has {len(field):,} Gaussians, the scene {n:,}: it belongs to another "
-                "scene (or to this one before an edit)"
-            )
-        self.field = field
-        self.app.state.apply(step, lambda scene, _sel: field.attach(scene), needs_selection=False)
+        """Attach `field` to the current scene (a history step; `ViewerState.set_field`)."""
+        self.app.state.set_field(field, step)
 
     def load(self, text: str) -> FeatureField:
         path = confine(text, self.app.root)
+        if not path.is_file():
+            self.status.content = (
+                f"No features file at `{display(path, self.app.root)}`: lift them, or type the "
+                "file's name."
+            )
+            raise FileNotFoundError(f"no feature field at {display(path, self.app.root)}")
         field = load_field(path)
-        self.adopt(field, f"features {path.name}")
+        try:
+            self.adopt(field, f"features {path.name}")
+        except FieldMismatchError as e:
+            self.status.content = f"**Not loaded.** {e}"
+            raise
         return field
 
-    def save(self, text: str, *, overwrite: bool = False) -> Path:
+    def save(self, text: str | None = None, *, overwrite: bool = False) -> Path:
+        """Save the current scene's field, bound to it (its count and geometry fingerprint)."""
         field = self.current()
         if field is None:
             raise ValueError("there are no features to save")
-        path = confine(text, self.app.root)
-        out = field.save(path, overwrite=overwrite)
+        path = confine(self.path.value if text is None else text, self.app.root)
+        out = field.bind(self.app.state.scene).save(path, overwrite=overwrite)
         self.app.notify("Features saved", display(out, self.app.root))
         return out
 
-    def distil(self, teachers: str = "oracle", steps: int = 600):
-        """Distil a field from the dataset as a job; it is attached when done."""
-        dataset = self.app.dataset
-        if dataset is None:
-            raise ValueError("no dataset is loaded (open the scene with --data)")
+    def lift(self, teachers: str = "oracle", method: str = "lift", steps: int = 600):
+        """Build a field for the current scene as a job; it is attached when done. `lift` needs
+        no dataset (the scene renders its own views); `optimise` distils on the dataset."""
         if teachers not in TEACHER_SETS:
             raise ValueError(f"unknown teachers {teachers!r}; expected one of {TEACHER_SETS}")
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+        dataset = self.app.dataset
+        if method == "optimise" and dataset is None:
+            raise ValueError(
+                "optimising needs a dataset (open the scene with --data); lift instead"
+            )
         snap = self.app.state.snapshot()
         options = self.options
+        status = self.status
+
+        def report(ctx, fraction: float, text: str) -> None:
+            ctx.progress(fraction, text)
+            status.content = f"{method.capitalize()} ({teachers}): {100 * fraction:.0f}% — {text}"
 
         def job(ctx):
-            ctx.progress(0.0, "loading teachers")
-            built = self._build_teachers(teachers, dataset)
+            report(ctx, 0.0, "loading teachers")
+            built = self._build_teachers(teachers, dataset, snap.scene, method)
             ctx.check()
-            cache = (
-                None if teachers == "oracle" else str(Path(dataset.root) / ".cache" / "teachers")
-            )
-            config = DistillConfig(steps=int(steps), cache_dir=cache)
+            scene = snap.scene.to(options.device)
+            cache = None
+            if teachers != "oracle" and dataset is not None:
+                cache = str(Path(dataset.root) / ".cache" / "teachers")
             try:
-                field = distill(
-                    snap.scene.to(options.device),
-                    dataset,
-                    built,
-                    config,
-                    progress=lambda s, t, loss: ctx.progress(
-                        s / t, f"step {s}/{t}, loss {loss:.3f}"
-                    ),
-                    cancel=lambda: ctx.cancelled,
-                )
+                if method == "optimise":
+                    field = distill(
+                        scene,
+                        dataset,
+                        built,
+                        DistillConfig(steps=int(steps), cache_dir=cache),
+                        progress=lambda s, t, loss: report(
+                            ctx, s / t, f"step {s}/{t}, loss {loss:.3f}"
+                        ),
+                        cancel=lambda: ctx.cancelled,
+                    )
+                else:
+                    own = dataset is None or isinstance(built[0], SceneOracleTeacher)
+                    views = scene_views(scene, built) if own else dataset
+                    field = lift_field(
+                        scene,
+                        views,
+                        built,
+                        LiftConfig(cache_dir=cache),
+                        progress=lambda f, m: report(ctx, f, m),
+                        cancel=lambda: ctx.cancelled,
+                    )
             except InterruptedError:
+                status.content = "Cancelled."
                 raise JobCancelled() from None
             names = snap.scene.meta.get("label_names")
             if names:
                 field.meta["label_names"] = names
-
-            def attach(scene, _sel):
-                if scene is not snap.scene:
-                    raise RuntimeError("the scene changed while distilling; distil again")
-                return field.attach(scene)
-
-            self.field = field
-            self.app.state.apply(f"distil {teachers}", attach, needs_selection=False)
+            field.bind(snap.scene)
+            self.app.state.set_field(field, f"{method} {teachers}", of=snap.scene)
             return field
 
-        return self.app.jobs.submit(f"Distil features ({teachers})", job)
+        return self.app.jobs.submit(f"{method.capitalize()} features ({teachers})", job)
 
-    def _build_teachers(self, teachers: str, dataset) -> list:
+    def distil(self, teachers: str = "oracle", steps: int = 600):
+        """The optimising distillation (needs a dataset), as a job."""
+        return self.lift(teachers, "optimise", steps)
+
+    def _build_teachers(self, teachers: str, dataset, scene, method: str) -> list:
         if teachers == "oracle":
+            labelled = "label" in scene.extras and bool(scene.meta.get("label_names"))
+            if dataset is None or (labelled and method == "lift"):
+                return [SceneOracleTeacher(scene)]
             return [OracleTeacher(dataset)]
         from fields.features._clip import ClipTeacher
         from fields.features._sam import SamTeacher
@@ -246,7 +309,11 @@ class FeaturesPanel:
 
 def _describe(field: FeatureField) -> str:
     heads = ", ".join(f"{k} ({v.shape[0]})" for k, v in sorted(field.heads.items()))
-    return f"{len(field):,} Gaussians × {field.dim} channels; heads: {heads}"
+    levels = " / ".join(field.levels)
+    return (
+        f"{len(field):,} Gaussians × {field.dim} channels × {len(field.levels)} level(s) "
+        f"({levels}); heads: {heads}"
+    )
 
 
 def _inside(path: Path, root: Path) -> bool:

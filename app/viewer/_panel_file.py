@@ -103,6 +103,8 @@ class FilePanel:
             ctx.progress(0.05, f"writing {len(scene):,} Gaussians to {shown}")
             path.parent.mkdir(parents=True, exist_ok=True)  # inside the root: `path` is confined
             out = save_scene(scene, path, overwrite=confirmed)
+            if not selection_only:
+                self.app.state.set_source(out)  # the Features panel names its file after it
             ctx.progress(1.0, f"Saved the {what} ({len(scene):,} Gaussians) to {shown}")
             return out
 

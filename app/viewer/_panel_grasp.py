@@ -104,7 +104,6 @@ class GraspPanel:
         )
         self.clear_button.on_click(app.action("Clear grasps")(lambda _e: self.clear()))
         self.target.on_update(app.action("Grasp target")(lambda _e: self._on_target()))
-        app.selection_panel.tool.on_update(lambda _e: self._on_tool())
 
     # ------------------------------------------------------------------ target
     def gripper(self) -> GripperConfig:
@@ -134,21 +133,22 @@ class GraspPanel:
             self._syncing = False
 
     def _set_clicking(self, on: bool) -> None:
+        pointer = self.app.state.pointer
+        if on:
+            pointer.claim("grasp", self._pointer_lost)  # one owner of scene clicks at a time
+        else:
+            pointer.release("grasp")
         scene_api = self.app.server.scene
         scene_api.remove_click_callback(self._on_click)
         self._clicking = on
         if on:
-            if self.app.selection_panel.active_tool != "Navigate":
-                self.app.selection_panel.set_tool("Navigate")  # frees the pointer
-            if self.app.click_panel.mode.value != "off":
-                self.app.click_panel.set_mode("off")  # one owner of scene clicks at a time
             scene_api.on_click()(self._on_click)
 
-    def _on_tool(self) -> None:
-        # A selection tool took the pointer (its set_tool removed every pointer callback).
-        if self.app.selection_panel.active_tool != "Navigate" and self._clicking:
-            self._clicking = False
-            self._set_dropdown("Selection")
+    def _pointer_lost(self) -> None:
+        # Another panel or a selection tool took the pointer.
+        self.app.server.scene.remove_click_callback(self._on_click)
+        self._clicking = False
+        self._set_dropdown("Selection")
 
     def _on_click(self, event: viser.SceneClickEvent) -> None:
         @self.app.action("Grasp target")
@@ -168,19 +168,25 @@ class GraspPanel:
     def _grow_from(self, scene: GaussianScene, index: int) -> Tensor:
         """[N] bool: the clicked Gaussian's object, by feature affinity when features are
         loaded, else by geometry."""
-        field = self.app.features_panel.current()
+        field = self.app.state.current_field()
         if field is None:
             return object_at(scene, index, up=np.asarray(self.app.up, dtype=np.float64))
         from fields.features import grow_by_affinity
 
         seed = torch.zeros(len(scene), dtype=torch.bool)
         seed[index] = True
-        return grow_by_affinity(field.features, seed, 0.5, means=scene.means)
+        return grow_by_affinity(field.level(0), seed, 0.5, means=scene.means)
 
     def _target_mask(self, scene: GaussianScene, selection: Tensor) -> Tensor:
         kind = self.target.value
         if kind == "Query":
-            return self.app.query_panel.mask_for(str(self.text.value))
+            tq = self.app.state.text_query()
+            if tq is None:
+                raise ValueError("no features with a language head: lift or load them first")
+            res = tq.query(str(self.text.value))
+            if not res.confident:
+                raise ValueError(res.message)
+            return res.mask
         if not bool(selection.any()):
             raise NothingSelectedError("Grasps: select the object first")
         return selection

@@ -28,7 +28,7 @@ import viser
 import editing
 from assets import OBJECTS_DIR
 from fields import GaussianScene
-from fields.features import FeatureField, FieldQuery, negatives_for
+from fields.features import FeatureField
 
 from .._paths import confine
 from ._camera import click_pixel
@@ -115,7 +115,6 @@ class InsertPanel:
         )
         self.box_size.on_update(app.action("Box")(lambda _e: self._update_box_mesh()))
         self.generate_button.on_click(app.action("Text to 3D")(lambda _e: self.generate()))
-        app.selection_panel.tool.on_update(lambda _e: self._on_tool())
 
     # ------------------------------------------------------------------ assets
     def load_asset(self, asset: str | None = None) -> GaussianScene:
@@ -156,24 +155,31 @@ class InsertPanel:
         return self._insert(obj, None, point, self.app.state.snapshot().scene)
 
     def _check_support_query(self, text: str) -> None:
-        if not text or self.app.features_panel.current() is None:
+        if not text or self.app.state.current_field() is None:
             raise ValueError(
                 "select the support (e.g. the table) first, or load features to find it by a "
                 "support query"
             )
-        if self.app.query_panel.space() is None:
+        if self.app.state.text_query() is None:
             raise ValueError("the loaded features have no language head for a support query")
 
     def _query_support(self, text: str) -> torch.Tensor:
         self._check_support_query(text)
-        field = self.app.features_panel.current()
-        assert field is not None
-        qp = self.app.query_panel
-        fq = FieldQuery(field.features, field.head(str(qp.space())))
-        mask = fq.query(qp.encode([text]), qp.encode(negatives_for())).mask.cpu()
-        if not bool(mask.any()):
-            raise ValueError(f"the support query {text!r} selects nothing")
-        return mask
+        tq = self.app.state.text_query()
+        assert tq is not None
+        res = tq.query(text)
+        if not bool(res.mask.any()):
+            why = f": {res.message}" if res.message else ""
+            raise ValueError(f"the support query {text!r} selects nothing{why}")
+        return res.mask.cpu()
+
+    def _encode_name(self, name: str):
+        """An encoder that returns `name`'s embedding (None without a language head)."""
+        tq = self.app.state.text_query()
+        if tq is None or not name:
+            return None
+        emb = tq.encode([name])
+        return lambda _texts: emb
 
     def _insert(self, obj: GaussianScene, support, at, scene: GaussianScene) -> Job:
         """Place `obj` in `scene` (support: a mask, a callable giving one, or None with `at`)
@@ -185,12 +191,11 @@ class InsertPanel:
 
         def job(ctx: JobContext) -> editing.Placement:
             nonlocal support
-            field = self.app.features_panel.current()
+            field = self.app.state.current_field()
             encode = None
-            if field is not None and self.app.query_panel.space() is not None and label_name:
+            if field is not None and label_name:
                 ctx.progress(0.05, "encoding the object's name")
-                emb = self.app.query_panel.encode([label_name])
-                encode = lambda _texts: emb  # noqa: E731
+                encode = self._encode_name(label_name)
             if callable(support):
                 ctx.progress(0.1, "finding the support")
                 support = support()
@@ -226,37 +231,38 @@ class InsertPanel:
         updated = editing.semantics.update_field(
             field, new, mask, name=name if encode is not None else None, encode=encode
         )
-        panel = self.app.features_panel
-        if panel.field is not None and any(
-            updated.heads[k] is not panel.field.heads.get(k) for k in updated.heads
+        kept = self.app.state.field
+        if kept is not None and any(
+            updated.heads[k] is not kept.heads.get(k) for k in updated.heads
         ):
             # A claimed feature direction changed the language head: keep it for queries.
-            panel.field = FeatureField(
-                features=panel.field.features,
-                heads=updated.heads,
-                config=panel.field.config,
-                teachers=panel.field.teachers,
-                scene_hash=panel.field.scene_hash,
-                meta=panel.field.meta,
+            self.app.state.keep_field(
+                FeatureField(
+                    features=kept.features,
+                    heads=updated.heads,
+                    config=kept.config,
+                    teachers=kept.teachers,
+                    scene_hash=kept.scene_hash,
+                    meta=kept.meta,
+                    levels=kept.levels,
+                )
             )
         return new.with_extras(feature=updated.features.to(new.device))
 
     # ------------------------------------------------------------------ picking a spot
     def set_picking(self, on: bool) -> None:
+        pointer = self.app.state.pointer
+        if on:
+            pointer.claim("insert", lambda: self.set_picking(False))
+        else:
+            pointer.release("insert")
         scene_api = self.app.server.scene
         scene_api.remove_click_callback(self._on_click)
         self._picking = bool(on)
         if on:
-            if self.app.selection_panel.active_tool != "Navigate":
-                self.app.selection_panel.set_tool("Navigate")  # frees the pointer
             scene_api.on_click()(self._on_click)
         if self.pick_spot.value != on:
             self.pick_spot.value = on
-
-    def _on_tool(self) -> None:
-        if self.app.selection_panel.active_tool != "Navigate" and self._picking:
-            self._picking = False
-            self.pick_spot.value = False
 
     def _on_click(self, event: viser.SceneClickEvent) -> None:
         @self.app.action("Pick spot")
@@ -355,7 +361,7 @@ class InsertPanel:
             steps=int(self.steps.value), up=tuple(float(x) for x in self.app.up)
         )
         snap = self.app.state.snapshot()
-        field = self.app.features_panel.current()
+        field = self.app.state.current_field()
         name = self.name.value.strip() or prompt
         root = self.app.root
 
@@ -380,10 +386,7 @@ class InsertPanel:
             if field is not None:
                 # The prompt names the new Gaussians for queries when the text side can say it;
                 # otherwise they take their neighbours' features.
-                encode = None
-                if self.app.query_panel.space() is not None:
-                    emb = self.app.query_panel.encode([name])
-                    encode = lambda _texts: emb  # noqa: E731
+                encode = self._encode_name(name)
                 new = self._with_features(field, new, mask, name, encode)
 
             def op(current, _sel):

@@ -1,21 +1,20 @@
 """The "Language query" folder: what `scenelab query` does, live on the viewer's scene.
 
-Per-Gaussian LERF relevancy straight on the Gaussians (`FieldQuery`: |W f_i| cached once per
-feature tensor, each query O(N·d)), against the canonical negatives plus the user's; an
-automatic (Otsu) threshold with a slider to override it; the relevancy as the per-Gaussian value
-overlay (heat map); "Select" makes the thresholded Gaussians the selection with the selection
-panel's combine mode. Several positives are comma-separated; "Within selection" runs a part
-query inside the current selection ("handle" within "mug").
+A thin user of the state's `TextQuery` (`ViewerState.text_query()`): per-Gaussian LERF relevancy,
+the level that answered (whole / part; a Level dropdown overrides "auto"), an automatic
+threshold with a slider to override it, and the confidence — the histogram's separation, then
+the multi-view agreement computed in a job. When the answer is not confident nothing is selected
+and the panel shows why and which words the field knows. The relevancy is the per-Gaussian value
+overlay (heat map); "Select" combines the matches with the state's combine mode. "Within
+selection" runs a part query inside the current selection ("handle" within "mug").
 
-Text embeddings are cached per string. A query runs in the callback when it is cheap (the
-oracle's text side or cached embeddings, and a scene small enough to score in tens of ms);
-otherwise — a CLIP text encoder to load, a large scene — in the job runner.
+A query runs in the callback when it is cheap (the oracle's text side or cached embeddings, and
+a scene small enough to score in tens of ms); otherwise in the job runner.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,10 +23,16 @@ from torch import Tensor
 
 import editing
 from fields import GaussianScene
-from fields.features import FieldQuery, QueryResult, auto_threshold, negatives_for
-from fields.features._clip import MissingWeightsError
+from fields.features import (
+    MissingWeightsError,
+    TextQuery,
+    TextQueryResult,
+    language_space,
+    negatives_for,
+    split_terms,
+)
 
-from ._state import NothingSelectedError, ViewerState
+from ._state import FIELD, NothingSelectedError, ViewerState
 
 if TYPE_CHECKING:
     from ._app import ViewerApp
@@ -70,27 +75,20 @@ class LiveSelection:
 @dataclass
 class _Query:
     scene: GaussianScene
-    positives: list[str]
-    negatives: list[str]
-    within: Tensor | None
-    result: QueryResult
+    tq: TextQuery
+    result: TextQueryResult
+    agreement: float | None = None
+    agreement_pending: bool = False
 
 
-def split_terms(text: str) -> list[str]:
-    return [t.strip() for t in str(text).split(",") if t.strip()]
+LEVEL_AUTO = "auto"
+AGREEMENT_VIEWS = 6
 
 
 class QueryPanel:
     def __init__(self, app: ViewerApp) -> None:
         self.app = app
-        self.features = app.features_panel
-        self._lock = threading.Lock()
-        self._encode_lock = threading.Lock()  # one encoder load, one cache update at a time
-        self._field_of_encoder = None
-        self._auto_value = 0.5
-        self._texts: dict[tuple[str, str], Tensor] = {}  # (space, text) -> [D]
-        self._encoder: Callable[[list[str]], Tensor] | None = None
-        self._fq: tuple[Tensor, Tensor, FieldQuery] | None = None
+        self.state = app.state
         self.last: _Query | None = None
         self.live = LiveSelection(app.state)
         self._syncing = False
@@ -103,6 +101,13 @@ class QueryPanel:
                 "Negatives",
                 "",
                 hint="Extra negatives (comma-separated), besides object, things, stuff, texture.",
+            )
+            self.level = gui.add_dropdown(
+                "Level",
+                (LEVEL_AUTO,),
+                initial_value=LEVEL_AUTO,
+                hint="Which semantic level answers (whole objects or their parts); auto picks "
+                "the one that matches best.",
             )
             self.within = gui.add_checkbox(
                 "Within selection", False, hint="Part query: search only the selected Gaussians."
@@ -122,83 +127,40 @@ class QueryPanel:
         self.threshold.on_update(app.action("Threshold")(lambda _e: self._on_threshold()))
         self.auto.on_update(app.action("Auto threshold")(lambda _e: self._on_auto()))
         self.heatmap.on_update(app.action("Heat map")(lambda _e: self._show_heatmap()))
-        self.features.on_change(self._sync)
+        app.state.on_change(lambda kind: self._sync() if kind == FIELD else None)
         self._sync()
 
     # ------------------------------------------------------------------ field
     def _sync(self) -> None:
-        field = self.features.current()
+        field = self.state.current_field()
         space = self.space()
         ok = field is not None and space is not None
-        for h in (self.text, self.negatives, self.within, self.query_button, self.select_button):
+        for h in (
+            self.text,
+            self.negatives,
+            self.level,
+            self.within,
+            self.query_button,
+            self.select_button,
+        ):
             h.disabled = not ok
+        levels = (LEVEL_AUTO, *(field.levels if field is not None else ()))
+        if tuple(self.level.options) != levels:
+            self.level.options = levels
+            if self.level.value not in levels:
+                self.level.value = LEVEL_AUTO
         if field is None:
-            self.status.content = "Load or distil features to query the scene."
+            self.status.content = "Lift or load features to query the scene."
         elif space is None:
             self.status.content = (
                 f"The features have no language head (heads: {', '.join(sorted(field.heads))})."
             )
         elif self.last is None:
-            self.status.content = f"Ready ({space} space)."
-        with self._lock:
-            if self.features.field is not self._field_of_encoder:
-                self._field_of_encoder = self.features.field
-                self._encoder = None
-                self._texts.clear()
+            self.status.content = f"Ready ({space} space; levels: {', '.join(field.levels)})."
 
     def space(self) -> str | None:
-        field = self.features.field
-        if field is None:
-            return None
-        return next((s for s in ("clip", "oracle") if s in field.heads), None)
-
-    def _field_query(self) -> FieldQuery:
-        field = self.features.current()
-        space = self.space()
-        if field is None or space is None:
-            raise ValueError("no features with a language head: load or distil them first")
-        head = field.head(space)
-        with self._lock:
-            if self._fq is None or self._fq[0] is not field.features or self._fq[1] is not head:
-                self._fq = (field.features, head, FieldQuery(field.features, head))
-            return self._fq[2]
-
-    def _cheap_encoder(self) -> bool:
-        return self.features.options.text_encoder is not None or self.space() == "oracle"
-
-    def _build_encoder(self) -> Callable[[list[str]], Tensor]:
-        if self._encoder is not None:
-            return self._encoder
-        options, field, space = self.features.options, self.features.field, self.space()
-        assert field is not None and space is not None
-        if options.text_encoder is not None:
-            encoder = options.text_encoder
-        elif space == "oracle":
-            from fields.features import build_text_encoder
-
-            encoder = build_text_encoder("oracle", field.teachers)
-        else:
-            from fields.features._clip import ClipTeacher
-
-            teacher = ClipTeacher(
-                options.clip_model, options.clip_pretrained, device=options.device
-            )
-            encoder = teacher.encode_text
-        self._encoder = encoder
-        return encoder
-
-    def encode(self, texts: list[str]) -> Tensor:
-        """[T, D] embeddings, each text encoded once per field."""
-        space = str(self.space())
-        with self._encode_lock:
-            missing = [t for t in dict.fromkeys(texts) if (space, t) not in self._texts]
-            if missing:
-                out = torch.as_tensor(self._build_encoder()(missing)).detach().float().cpu()
-                for t, e in zip(missing, out, strict=True):
-                    self._texts[(space, t)] = e
-            if not texts:
-                return torch.zeros(0, 0)
-            return torch.stack([self._texts[(space, t)] for t in texts])
+        field = self.state.field
+        return None if field is None else language_space(field)
 
     # ------------------------------------------------------------------ actions (also for tests)
     def run(
@@ -209,84 +171,128 @@ class QueryPanel:
         within: bool | None = None,
         select: bool = False,
         mode: str | None = None,
+        level: str | None = None,
     ):
-        """Score the query, show its heat map and (with `select`) select the matches. Inline when
-        cheap; else a job (returned)."""
+        """Score the query, show its heat map and (with `select`) select the matches; then the
+        multi-view agreement as a job. Inline when cheap; else a job (returned)."""
         positives = split_terms(self.text.value if text is None else text)
         if not positives:
             raise ValueError("type what to find (several terms: comma-separated)")
-        negs = negatives_for(split_terms(self.negatives.value if negatives is None else negatives))
-        snap = self.app.state.snapshot()
+        negs = split_terms(self.negatives.value if negatives is None else negatives)
+        snap = self.state.snapshot()
         inside = None
         if self.within.value if within is None else within:
             if snap.n_selected == 0:
                 raise NothingSelectedError("a part query searches inside the selection")
             inside = snap.selection
-        mode = mode or str(self.app.selection_panel.combine.value)
-        space = self.space()
-        cached = all((str(space), t) in self._texts for t in positives + negs)
-        fq = self._field_query()
-        if (self._cheap_encoder() or cached) and len(snap.scene) <= INLINE_GAUSSIANS:
-            self._score(snap.scene, fq, positives, negs, inside, select, mode)
+        mode = mode or self.state.combine_mode
+        level = str(self.level.value if level is None else level)
+        tq = self.state.text_query()
+        if tq is None:
+            raise ValueError("no features with a language head: lift or load them first")
+        threshold = None if self.auto.value else float(self.threshold.value)
+        ask = (positives, negs, level, threshold, inside)
+        if self.state.text_ready(positives + negatives_for(negs)) and (
+            len(snap.scene) <= INLINE_GAUSSIANS
+        ):
+            self._score(snap.scene, tq, *ask, select, mode)
             return None
 
         def job(ctx):
             ctx.progress(0.1, "encoding text")
             try:
-                self.encode(positives + negs)
+                tq.encode(positives + negatives_for(negs))
             except MissingWeightsError as e:
                 self.status.content = f"**CLIP weights missing.** {e}"
                 raise
             ctx.check()
             ctx.progress(0.6, "relevancy")
-            self._score(snap.scene, fq, positives, negs, inside, select, mode)
+            self._score(snap.scene, tq, *ask, select, mode)
 
         return self.app.jobs.submit(f"Query {', '.join(positives)}", job)
 
     def mask_for(self, text: str) -> Tensor:
-        """[N] bool: the Gaussians `text` names (automatic threshold), without touching the
-        selection or the heat map — for other panels' targets. May load a text encoder: call it
-        from a job."""
-        positives = split_terms(text)
-        if not positives:
-            raise ValueError("type what to find (several terms: comma-separated)")
-        negs = negatives_for(split_terms(self.negatives.value))
-        fq = self._field_query()
-        rel = fq.relevancy(self.encode(positives), self.encode(negs))
-        return rel > auto_threshold(rel)
+        """[N] bool: the Gaussians `text` names (empty without a confident match), without
+        touching the selection or the heat map. May load a text encoder: call it from a job."""
+        tq = self.state.text_query()
+        if tq is None:
+            raise ValueError("no features with a language head: lift or load them first")
+        return tq.mask(text, split_terms(self.negatives.value))
 
-    def _score(self, scene, fq, positives, negs, inside, select: bool, mode: str) -> None:
-        pos_emb, neg_emb = self.encode(positives), self.encode(negs)
-        rel = fq.relevancy(pos_emb, neg_emb)
-        stats = rel if inside is None else rel[inside]
-        auto = auto_threshold(stats)
-        thr = auto if self.auto.value else float(self.threshold.value)
-        res = QueryResult(mask=self._mask(rel, thr, inside), relevancy=rel, threshold=thr)
-        self.last = _Query(scene, positives, negs, inside, res)
-        self._auto_value = auto
+    def _score(self, scene, tq, positives, negs, level, threshold, inside, select, mode) -> None:
+        res = tq.query(positives, negs, level=level, threshold=threshold, within=inside)
+        q = _Query(scene, tq, res)
+        self.last = q
         self.live.reset()
-        self._set_slider(thr)
-        if self.app.state.scene is scene:
-            self.app.state.set_values("relevancy", rel)
+        self._set_slider(res.threshold)
+        if self.state.scene is scene:
+            self.state.set_values("relevancy", res.relevancy)
             self._show_heatmap()
         if select:
-            self.select(mode)
+            if res.confident:
+                self.select(mode)
+            elif mode == "replace":
+                self.state.clear_selection()  # nothing confident: nothing selected
         self._report()
+        if res.confident and res.count:
+            self._agreement(q)
 
-    @staticmethod
-    def _mask(rel: Tensor, threshold: float, inside: Tensor | None) -> Tensor:
-        mask = rel > threshold
-        return mask & inside if inside is not None else mask
+    def _agreement(self, q: _Query):
+        """The selection's multi-view agreement, as a job (skipped without cameras)."""
+        cameras = self.agreement_cameras(q.scene)
+        if not cameras:
+            return None
+        q.agreement_pending = True
+
+        def job(ctx):
+            ctx.progress(0.1, f"rendering {len(cameras)} views")
+            try:
+                q.agreement = q.tq.agreement(q.scene, q.result, cameras)
+            finally:
+                q.agreement_pending = False
+            if self.last is q:
+                self._report()
+            return q.agreement
+
+        return self.app.jobs.submit("Query agreement", job)
+
+    def agreement_cameras(self, scene: GaussianScene) -> list:
+        """The dataset's cameras (at most `AGREEMENT_VIEWS`, spread), else an orbit."""
+        cams = list(self.app.cameras)
+        if cams:
+            step = max(1, len(cams) // AGREEMENT_VIEWS)
+            return cams[::step][:AGREEMENT_VIEWS]
+        try:
+            from fields.conventions import orbit_cameras
+        except ImportError:
+            return []
+        if len(scene) == 0:
+            return []
+        lo, hi = scene.bounds(quantile=0.02 if len(scene) > 100 else 0.0)
+        centre = (lo + hi) / 2
+        radius = max(float((hi - lo).norm()) / 2, 1e-3)
+        azimuths = [2 * math.pi * i / AGREEMENT_VIEWS for i in range(AGREEMENT_VIEWS)]
+        return list(
+            orbit_cameras(
+                centre,
+                radius,
+                self.app.up,
+                azimuths,
+                [30.0] * AGREEMENT_VIEWS,
+                width=128,
+                height=96,
+                fov_deg=50.0,
+            )
+        )
 
     def select(self, mode: str | None = None) -> int:
         """Make the last query's matches the selection (combined by `mode`)."""
         q = self.last
         if q is None:
             raise ValueError("run a query first")
-        if q.scene is not self.app.state.scene:
+        if q.scene is not self.state.scene:
             raise ValueError("the scene changed since the query; query again")
-        mode = mode or str(self.app.selection_panel.combine.value)
-        return self.live.apply(q.result.mask, mode)
+        return self.live.apply(q.result.mask, mode or self.state.combine_mode)
 
     def set_threshold(self, value: float) -> int:
         """Override the threshold; re-applies a selection made by Select. Returns the matches."""
@@ -316,25 +322,31 @@ class QueryPanel:
     def _on_auto(self) -> None:
         if self._syncing or not self.auto.value or self.last is None:
             return
-        self._set_slider(self._auto_value)
-        self._rethreshold()
+        q = self.last
+        r = q.result
+        q.result = q.tq.query(
+            r.positives, r.negatives, level=r.level, within=r.within
+        )  # the automatic cut again (and its confidence)
+        self._set_slider(q.result.threshold)
+        if self.live._last is not None and q.scene is self.state.scene:
+            self.live.apply(q.result.mask, self.live._mode)
+        self._report()
 
     def _rethreshold(self) -> int:
         q = self.last
         if q is None:
             return 0
-        thr = self._auto_value if self.auto.value else float(self.threshold.value)
-        q.result = QueryResult(
-            self._mask(q.result.relevancy, thr, q.within), q.result.relevancy, thr
-        )
-        if self.live._last is not None and q.scene is self.app.state.scene:
+        if self.auto.value:
+            return q.result.count
+        q.result = q.result.rethreshold(float(self.threshold.value))
+        if self.live._last is not None and q.scene is self.state.scene:
             self.live.apply(q.result.mask, self.live._mode)
         self._report()
-        return int(q.result.mask.sum())
+        return q.result.count
 
     def _show_heatmap(self) -> None:
         view = self.app.view_panel
-        has_values = self.app.state.snapshot().values_name == "relevancy"
+        has_values = self.state.snapshot().values_name == "relevancy"
         if self.heatmap.value and has_values:
             if view.display.value not in ("Values", "Values (rendered)"):
                 view.set_display("Values")
@@ -345,9 +357,22 @@ class QueryPanel:
         q = self.last
         if q is None:
             return
-        n = int(q.result.mask.sum())
-        where = " within the selection" if q.within is not None else ""
+        r = q.result
+        what = ", ".join(r.positives)
+        if not r.confident:
+            hint = f" Try: {', '.join(r.suggestions[:8])}." if r.suggestions else ""
+            self.status.content = f"**{what}**: {r.message}{hint}"
+            return
+        where = " within the selection" if r.within is not None else ""
+        agreement = (
+            "agreement …"
+            if q.agreement_pending
+            else f"agreement {q.agreement:.2f}"
+            if q.agreement is not None
+            else "agreement n/a"
+        )
         self.status.content = (
-            f"**{', '.join(q.positives)}**: {n:,} Gaussians{where} above "
-            f"{q.result.threshold:.3f} ({'auto' if self.auto.value else 'manual'})"
+            f"**{what}**: {r.count:,} Gaussians{where} above {r.threshold:.3f} "
+            f"({'auto' if self.auto.value else 'manual'}); level **{r.level}**; "
+            f"separation {r.separation:.2f}, {agreement}"
         )

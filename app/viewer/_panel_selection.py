@@ -94,6 +94,9 @@ class SelectionPanel:
                 self.volume_button = gui.add_button("Select inside")
 
         self.tool.on_update(app.action("Selection tool")(lambda _e: self.set_tool(self.tool.value)))
+        self.combine.on_update(
+            app.action("Combine")(lambda _e: self.set_combine(self.combine.value))
+        )
         self.all_button.on_click(app.action("Select all")(lambda _e: app.state.select_all()))
         self.invert_button.on_click(app.action("Invert")(lambda _e: app.state.invert_selection()))
         self.clear_button.on_click(app.action("Clear")(lambda _e: app.state.clear_selection()))
@@ -115,13 +118,25 @@ class SelectionPanel:
     def active_tool(self) -> str:
         return self._tool
 
+    def set_combine(self, mode: str) -> None:
+        """How new selections meet the old one, for every panel (`ViewerState.combine_mode`)."""
+        self.app.state.combine_mode = mode
+        if self.combine.value != mode:
+            self.combine.value = mode
+
     def set_tool(self, tool: str) -> None:
-        """Register the scene pointer callbacks of `tool` (server-wide: every tab shares it)."""
+        """Register the scene pointer callbacks of `tool` (server-wide: every tab shares it);
+        a tool other than Navigate claims the pointer from whichever panel held it."""
         if tool not in TOOLS:
             raise ValueError(f"unknown tool {tool!r}; expected one of {TOOLS}")
+        pointer = self.app.state.pointer
+        if tool != "Navigate":
+            pointer.claim("selection", lambda: self.set_tool("Navigate"))
+        else:
+            pointer.release("selection")
         scene_api = self.app.server.scene
-        scene_api.remove_click_callback("all")
-        scene_api.remove_rect_select_callback("all")
+        scene_api.remove_click_callback(self._on_click)
+        scene_api.remove_rect_select_callback(self._on_rect)
         if tool != "Navigate":
             for modifier in (None, "shift", "cmd/ctrl"):
                 scene_api.on_click(modifier=modifier)(self._on_click)
@@ -132,7 +147,7 @@ class SelectionPanel:
             self.tool.value = tool
 
     def _mode(self, modifier: str | None) -> str:
-        return _MODIFIER_MODE.get(modifier or "", str(self.combine.value))
+        return _MODIFIER_MODE.get(modifier or "", self.app.state.combine_mode)
 
     def _on_click(self, event: viser.SceneClickEvent) -> None:
         @self.app.action("Pick")
@@ -280,7 +295,7 @@ class SelectionPanel:
         if self._gizmo is None:
             self.set_volume_visible(True)
         T = torch.as_tensor(self.volume_pose())
-        mode = mode or str(self.combine.value)
+        mode = mode or self.app.state.combine_mode
         if self.shape.value == "box":
             half = torch.as_tensor(np.asarray(self.box_size.value, dtype=np.float64) / 2)
             return self.app.state.select_with(

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fields.conventions import format_up
+
 from ._camera import pose_of, vertical_fov
 
 if TYPE_CHECKING:
@@ -52,7 +54,7 @@ class ViewPanel:
             )
             self.budget_note = gui.add_markdown("", visible=False)
             self.reset_button = gui.add_button("Reset view")
-            self.up_note = gui.add_markdown(f"Up: {_fmt_up(app.up)} ({app.up_source})")
+            self.up_note = gui.add_markdown(f"Up: {format_up(app.up)} ({app.up_source})")
         self.display.on_update(
             app.action("Display")(lambda _e: self.set_display(self.display.value))
         )
@@ -153,11 +155,3 @@ class ViewPanel:
     def set_cameras_visible(self, show: bool) -> None:
         for h in self.frustums:
             h.visible = show
-
-
-def _fmt_up(up: np.ndarray) -> str:
-    axes = "xyz"
-    for i in range(3):
-        if abs(abs(up[i]) - 1.0) < 1e-6:
-            return ("+" if up[i] > 0 else "-") + axes[i]
-    return "(" + ", ".join(f"{x:.2f}" for x in up) + ")"

@@ -5,6 +5,13 @@ same scene). viser runs callbacks on a thread pool, so every read-modify-write h
 `lock`; listeners are told what changed *after* the lock is released and read a consistent
 `Snapshot` when they need one.
 
+The state also owns the scene's feature field: the per-Gaussian features travel with the scene as
+its `feature` extra (so edits and undo keep them aligned), the rest of the field (heads, teacher
+records, levels) is kept here (`field`); `current_field()` joins the two and `text_query()` is the
+one cached `TextQuery` every panel queries through. `combine_mode` is how panels combine a new
+selection with the old one (the Selection panel's "Combine"), and `pointer` says which panel owns
+the scene's pointer callbacks.
+
 The selection is a bool mask over the current scene's Gaussians. It is not part of the undo
 history, but each scene state remembers the selection it had when the user left it, so undoing a
 delete brings back the deleted Gaussians *selected*, as they were.
@@ -14,15 +21,17 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 import editing
 from fields import GaussianScene
+from fields.features import FeatureField, TextQuery, language_space
 
 from ._splats import COLOR_MODES
 
@@ -30,6 +39,11 @@ from ._splats import COLOR_MODES
 SCENE = "scene"  # the Gaussians (an op, undo, redo)
 SELECTION = "selection"
 DISPLAY = "display"  # colour mode or per-Gaussian values
+SOURCE = "source"  # the scene file saved (or opened) last
+FIELD = "field"  # the feature field of the current scene appeared, went or was replaced
+COMBINE_MODES = ("replace", "add", "subtract", "intersect")
+
+TextEncoderFactory = Callable[[FeatureField, str], Callable[[list[str]], Tensor]]
 
 OpResult = GaussianScene | tuple[GaussianScene, Tensor]
 
@@ -61,6 +75,60 @@ class Snapshot:
         return int(self.selection.sum())
 
 
+class Pointer:
+    """Who owns the scene's pointer callbacks (selection tools, click segmentation, grasp
+    picking, insert picking): one owner at a time. `claim(owner, release)` calls the previous
+    owner's `release()` (which removes its callbacks and resets its widgets) before recording the
+    new one; `release(owner)` gives the pointer back (no-op unless `owner` holds it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._owner: str | None = None
+        self._release: Callable[[], None] | None = None
+
+    @property
+    def owner(self) -> str | None:
+        return self._owner
+
+    def claim(self, owner: str, release: Callable[[], None]) -> None:
+        with self._lock:
+            previous, undo = self._owner, self._release
+            self._owner, self._release = owner, release
+        if previous is not None and previous != owner and undo is not None:
+            undo()
+
+    def release(self, owner: str) -> None:
+        with self._lock:
+            if self._owner == owner:
+                self._owner, self._release = None, None
+
+
+class _FieldTexts:
+    """One field's text embeddings, each string encoded once (shared by every `TextQuery`
+    built for that field, so edits that replace the feature tensor do not re-encode)."""
+
+    def __init__(self, factory: Callable[[], Callable[[list[str]], Tensor]], cheap: bool) -> None:
+        self._factory = factory
+        self._encode: Callable[[list[str]], Tensor] | None = None
+        self._lock = threading.Lock()
+        self.cache: dict[str, Tensor] = {}
+        self.cheap = cheap  # no model to load (the oracle's text side, or an injected encoder)
+
+    def ready(self, texts: Sequence[str]) -> bool:
+        return self.cheap or all(t in self.cache for t in texts)
+
+    def __call__(self, texts: list[str]) -> Tensor:
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+            if missing:
+                if self._encode is None:
+                    self._encode = self._factory()
+                out = torch.as_tensor(self._encode(missing)).detach().float().cpu()
+                for t, e in zip(missing, out, strict=True):
+                    self.cache[t] = e
+            return torch.stack([self.cache[t] for t in texts])
+
+
 class ViewerState:
     """See the module docstring. All methods are thread-safe."""
 
@@ -83,6 +151,14 @@ class ViewerState:
         self._values_name: str | None = None
         self._version = 0
         self._listeners: list[Callable[[str], None]] = []
+        self._field: FeatureField | None = None
+        self._field_texts: _FieldTexts | None = None
+        self._feature_seen: Any = None  # the `feature` extra listeners last heard about
+        self._tq: tuple[Any, FeatureField, TextQuery] | None = None
+        self.text_encoder: TextEncoderFactory | None = None  # default: the field's records
+        self.text_encoder_cheap = False  # whether `text_encoder` loads no model
+        self._combine_mode = "replace"
+        self.pointer = Pointer()
 
     # ------------------------------------------------------------------ reading
     @property
@@ -149,11 +225,117 @@ class ViewerState:
             )
 
     def on_change(self, callback: Callable[[str], None]) -> Callable[[str], None]:
-        """Call `callback(kind)` after each change; kind is "scene", "selection" or "display".
+        """Call `callback(kind)` after each change; kind is "scene", "selection", "display" or
+        "field" (after the "scene" that changed the features, or when the field is replaced).
         Runs on the thread that made the change, outside the lock."""
         with self.lock:
             self._listeners.append(callback)
         return callback
+
+    def set_source(self, path: Path) -> None:
+        """Record the file the scene was saved to last (what "the scene file" means now)."""
+        with self.lock:
+            self.source = Path(path)
+        self._emit(SOURCE)
+
+    # ------------------------------------------------------------------ feature field
+    @property
+    def field(self) -> FeatureField | None:
+        """The loaded field's heads and records (its features: the scene's `feature` extra)."""
+        return self._field
+
+    def set_field(
+        self, field: FeatureField, step: str = "features", *, of: GaussianScene | None = None
+    ) -> GaussianScene:
+        """Attach `field` to the current scene as a history step named `step`; refuses a field
+        lifted on another scene (`FieldMismatchError`), and with `of` (the scene a job lifted it
+        on) any scene but that one."""
+        with self.lock:
+            if of is not None and of is not self.history.current:
+                raise RuntimeError("the scene changed while lifting; lift again")
+            field.check_scene(self.history.current)
+            self._keep(field, new_texts=True)
+            return self.apply(step, lambda scene, _sel: field.attach(scene), needs_selection=False)
+
+    def keep_field(self, field: FeatureField) -> None:
+        """Replace the loaded field's heads and records (no history step: e.g. a head that an
+        insertion extended); the text embeddings stay cached."""
+        with self.lock:
+            self._keep(field, new_texts=False)
+        self._emit(FIELD)
+
+    def _keep(self, field: FeatureField, *, new_texts: bool) -> None:
+        self._field = field
+        self._tq = None
+        if new_texts or self._field_texts is None:
+            self._field_texts = None
+
+    def current_field(self) -> FeatureField | None:
+        """The loaded field with the features the current scene carries (None when there is no
+        field, no `feature` extra, or its width is not the field's)."""
+        with self.lock:
+            field = self._field
+            features = self.history.current.extras.get("feature")
+            if field is None or features is None:
+                return None
+            if features.ndim != 2 or features.shape[1] != field.channels:
+                return None
+            return field.with_features(features)
+
+    def text_query(self) -> TextQuery | None:
+        """The cached `TextQuery` on the current features (None without a field with a language
+        head); rebuilt when the feature tensor or the field changes."""
+        with self.lock:
+            field = self._field
+            features = self.history.current.extras.get("feature")
+            if self._tq is not None and self._tq[0] is features and self._tq[1] is field:
+                return self._tq[2]
+            current = self.current_field()
+            if current is None or field is None:
+                return None
+            space = language_space(field)
+            if space is None:
+                return None
+            texts = self._texts_for(field, space)
+            tq = TextQuery(current, texts, space=space)
+            self._tq = (features, field, tq)
+            return tq
+
+    def text_ready(self, texts: Sequence[str]) -> bool:
+        """Whether encoding `texts` needs no model load (cheap enough for a GUI callback)."""
+        with self.lock:
+            field = self._field
+            space = None if field is None else language_space(field)
+            if field is None or space is None:
+                return True
+            return self._texts_for(field, space).ready(texts)
+
+    def _texts_for(self, field: FeatureField, space: str) -> _FieldTexts:
+        if self._field_texts is None:
+            factory = self.text_encoder
+
+            def build() -> Callable[[list[str]], Tensor]:
+                if factory is not None:
+                    return factory(field, space)
+                from fields.features import build_text_encoder
+
+                return build_text_encoder(space, field.teachers)
+
+            cheap = space == "oracle" or self.text_encoder_cheap
+            self._field_texts = _FieldTexts(build, cheap)
+        return self._field_texts
+
+    # ------------------------------------------------------------------ combine mode
+    @property
+    def combine_mode(self) -> str:
+        """How panels combine a new selection with the old one (`COMBINE_MODES`)."""
+        return self._combine_mode
+
+    @combine_mode.setter
+    def combine_mode(self, mode: str) -> None:
+        if mode not in COMBINE_MODES:
+            raise ValueError(f"unknown combine mode {mode!r}; expected one of {COMBINE_MODES}")
+        self._combine_mode = mode
 
     # ------------------------------------------------------------------ selection
     def select(self, mask: Tensor, mode: str = "replace") -> int:
@@ -291,8 +473,15 @@ class ViewerState:
     def _emit(self, kind: str) -> None:
         with self.lock:
             listeners = list(self._listeners)
-        for cb in listeners:
-            cb(kind)
+            kinds = [kind]
+            if kind == SCENE:
+                features = self.history.current.extras.get("feature")
+                if features is not self._feature_seen:
+                    self._feature_seen = features
+                    kinds.append(FIELD)
+        for k in kinds:
+            for cb in listeners:
+                cb(k)
 
 
 def shown_mask(scene: GaussianScene) -> Tensor:

@@ -16,7 +16,7 @@ centring, and the best diverse top-k returned.
 
 from ._gripper import Grasp, GripperConfig, OrientedBox, gripper_boxes, gripper_mesh
 from ._io import grasps_to_json, save_grasps
-from ._plan import GraspConfig, GraspResult, plan_grasps, scene_up
+from ._plan import GraspConfig, GraspResult, plan_grasps
 from ._surface import surface_normals
 from ._target import object_at
 
@@ -32,6 +32,5 @@ __all__ = [
     "object_at",
     "plan_grasps",
     "save_grasps",
-    "scene_up",
     "surface_normals",
 ]

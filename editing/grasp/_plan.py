@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from fields import GaussianScene
+from fields import GaussianScene, up_vector
 
 from .._spatial import kdtree
 from ..ops import check_mask
@@ -80,24 +80,6 @@ class GraspResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def scene_up(scene: GaussianScene, up: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
-    """[3] unit up direction: `up`, else the scene's meta "up" ([x,y,z] or "+z"/"-y"...), else +z."""
-    value: Any = up if up is not None else scene.meta.get("up")
-    if isinstance(value, str):
-        axes = {"x": 0, "y": 1, "z": 2}
-        s = value.strip().lower()
-        sign = -1.0 if s.startswith("-") else 1.0
-        if s.lstrip("+-") not in axes:
-            raise ValueError(f"up {value!r}: expected [x, y, z] or one of +x, -y, +z, ...")
-        v = np.zeros(3)
-        v[axes[s.lstrip("+-")]] = sign
-        value = v
-    v = np.asarray([0.0, 0.0, 1.0] if value is None else value, dtype=np.float64).reshape(-1)
-    if v.shape != (3,) or not np.isfinite(v).all() or np.linalg.norm(v) < 1e-9:
-        raise ValueError(f"up must be a non-zero 3-vector, got {value!r}")
-    return v / np.linalg.norm(v)
-
-
 def _no_grasps(message: str, stats: dict[str, Any], t0: float) -> GraspResult:
     stats["time_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
     return GraspResult([], f"no grasps: {message}", stats)
@@ -110,7 +92,7 @@ def plan_grasps(
     config: GraspConfig | None = None,
     *,
     support: Tensor | None = None,  # [N] bool: the supporting surface (else estimated)
-    up: Sequence[float] | np.ndarray | None = None,  # [3] world up (else scene meta, else +z)
+    up: Sequence[float] | np.ndarray | None = None,  # [3] world up (else fields.up_vector)
 ) -> GraspResult:
     """Top-k parallel-jaw grasps on the target's Gaussians, collision-free against the rest of
     the scene (opaque Gaussians) and the support plane. See the package docstring."""
@@ -125,7 +107,7 @@ def plan_grasps(
         timings[name] = round((now - since) * 1e3, 2)
         return now
 
-    up_w = scene_up(scene, up)
+    up_w = up_vector(scene, override=up)
     target = check_mask(scene, target).cpu()
     if support is not None:
         support = check_mask(scene, support).cpu()

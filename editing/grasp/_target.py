@@ -14,12 +14,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fields import GaussianScene
+from fields import GaussianScene, up_vector
 from fields.features import connected_to
 from fields.scene import quat_to_rotmat
 
 from .._spatial import kdtree
-from ._plan import scene_up
 
 _LEVEL_COS = 0.9  # a splat is level when its shortest axis is within ~25° of up
 _BIN = 0.003  # metres: height bins of the support search
@@ -61,7 +60,7 @@ def object_at(
     n = len(scene)
     if not 0 <= index < n:
         raise ValueError(f"Gaussian index {index} is out of range for a scene of {n}")
-    up_w = scene_up(scene, up)
+    up_w = up_vector(scene, override=up)
     means = scene.means.detach().cpu().double().numpy()
     p = means[index]
     local = np.flatnonzero(np.linalg.norm(means - p, axis=1) <= radius)

@@ -19,6 +19,7 @@ namespace raster::sl_avx2 {
 namespace raster {
 ForwardFn forward_kernel_avx2(int C) { return SL_PICK(sl_avx2::forward_tile, C); }
 BackwardFn backward_kernel_avx2(int C) { return SL_PICK(sl_avx2::backward_tile, C); }
+AccumulateFn accumulate_kernel_avx2() { return &sl_avx2::accumulate_tile; }
 }  // namespace raster
 
 #else
@@ -26,6 +27,7 @@ BackwardFn backward_kernel_avx2(int C) { return SL_PICK(sl_avx2::backward_tile, 
 namespace raster {
 ForwardFn forward_kernel_avx2(int) { return nullptr; }
 BackwardFn backward_kernel_avx2(int) { return nullptr; }
+AccumulateFn accumulate_kernel_avx2() { return nullptr; }
 }  // namespace raster
 
 #endif

@@ -7,7 +7,8 @@
 // tiles, each rendered Gaussian-major in L1 (raster_tile.h). The backward pass reuses the
 // forward's records, tile lists and per-pixel (T_final, last contributor), walks each list in
 // reverse and adds one gradient row per Gaussian per tile into a per-thread buffer; the buffers
-// are summed at the end (no atomics).
+// are summed at the end (no atomics). The weight-accumulation pass (lifting 2D values to
+// Gaussians) shares the forward's records and tile lists and its per-pixel transmittance rules.
 #pragma once
 
 #include <math.h>
@@ -81,6 +82,10 @@ inline ForwardFn pick_forward(int C) {
 
 inline BackwardFn pick_backward(int C) {
     return use_avx2() ? backward_kernel_avx2(C) : backward_kernel_generic(C);
+}
+
+inline AccumulateFn pick_accumulate() {
+    return use_avx2() ? accumulate_kernel_avx2() : accumulate_kernel_generic();
 }
 
 // Threads for a step with `work` items, of which `grain` are worth waking another thread for.
@@ -369,9 +374,10 @@ inline void bin_tiles(const Scene2D& in, const std::vector<SortItem>& items, Sav
     }
 }
 
-// Renders out [H,W,C] and alpha [H,W,1]; fills `sv` for the backward pass.
-inline void render_forward(const Scene2D& in, int threads, float* out, float* alpha, Saved& sv) {
-    int nt = thread_count(threads, in.N, kGrainSplats);
+// Splat records [N] of `sv`, then its depth-ordered tile lists (offsets, ids): what the forward
+// and accumulation passes share.
+inline void build_tiles(const Scene2D& in, int threads, Saved& sv) {
+    const int nt = thread_count(threads, in.N, kGrainSplats);
     // Splat records in index order (sequential reads), then the visible ones sorted by depth;
     // compacting in index order makes ties keep it.
     sv.splats.allocate(in.N);
@@ -398,6 +404,12 @@ inline void render_forward(const Scene2D& in, int threads, float* out, float* al
     for (const auto& v : found) items.insert(items.end(), v.begin(), v.end());
     radix_sort(items);
     bin_tiles(in, items, sv, threads);
+}
+
+// Renders out [H,W,C] and alpha [H,W,1]; fills `sv` for the backward pass.
+inline void render_forward(const Scene2D& in, int threads, float* out, float* alpha, Saved& sv) {
+    build_tiles(in, threads, sv);
+    Splat* splats = sv.splats.data;
     sv.Tfinal.allocate(size_t(in.W) * in.H);
     sv.last.allocate(size_t(in.W) * in.H);
 
@@ -417,7 +429,7 @@ inline void render_forward(const Scene2D& in, int threads, float* out, float* al
     f.last = sv.last.data;
     const ForwardFn kernel = pick_forward(in.C);
     const int ntiles = f.tiles_x * f.tiles_y;
-    nt = thread_count(threads, int64_t(sv.ids.size), kGrainPairs);
+    const int nt = thread_count(threads, int64_t(sv.ids.size), kGrainPairs);
 #pragma omp parallel num_threads(nt)
     {
         AlignedBuffer scratch(forward_scratch(in.C));
@@ -477,6 +489,55 @@ inline void render_backward(int N, int C, int W, int H, const float* colors, con
             g_conics[3 * n + 2] = total(4);
             g_opac[n] = total(5);
             for (int ch = 0; ch < C; ++ch) g_colors[size_t(n) * C + ch] = total(6 + size_t(ch));
+        }
+    }
+}
+
+// Forward-only weight accumulation over the same tile lists as render_forward: for every
+// Gaussian n, total[n] = sum_p w_np and sums[n][c] = sum_p w_np values[p][c], with w_np its
+// blending weight alpha T at pixel p (in.C = C channels of values [H][W][C]; C = 0: totals only,
+// sums unused). Culled Gaussians get zeros.
+inline void accumulate_weights(const Scene2D& in, const float* values, int threads, float* sums, float* total) {
+    Saved sv;
+    build_tiles(in, threads, sv);
+    Frame f{};
+    f.W = in.W;
+    f.H = in.H;
+    f.tiles_x = in.tiles_x();
+    f.tiles_y = in.tiles_y();
+    f.C = in.C;
+    f.splats = sv.splats.data;
+    f.offsets = sv.offsets.data();
+    f.ids = sv.ids.data;
+    f.values = values;
+    const AccumulateFn kernel = pick_accumulate();
+    const int C = in.C, N = in.N;
+    const int ntiles = f.tiles_x * f.tiles_y;
+    const size_t stride = 1 + size_t(C);
+    const int nt = thread_count(threads, int64_t(sv.ids.size), kGrainPairs);
+    std::vector<std::unique_ptr<AlignedBuffer>> rows(nt);
+#pragma omp parallel num_threads(nt)
+    {
+        {
+            AlignedBuffer scratch(accumulate_scratch(C));
+            auto mine = std::make_unique<AlignedBuffer>(size_t(N) * stride);
+            float* r = mine->data;
+            rows[thread_id()] = std::move(mine);
+#pragma omp for schedule(dynamic, 1)
+            for (int t = 0; t < ntiles; ++t) kernel(f, t, scratch.data, r);
+        }
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; ++n) {
+            const size_t base = size_t(n) * stride;
+            for (size_t k = 0; k < stride; ++k) {
+                float v = 0.f;
+                for (int t = 0; t < nt; ++t)
+                    if (rows[t]) v += rows[t]->data[base + k];
+                if (k == 0)
+                    total[n] = v;
+                else
+                    sums[size_t(n) * C + (k - 1)] = v;
+            }
         }
     }
 }

@@ -38,8 +38,9 @@ void expect_shape(const py::array& a, std::initializer_list<py::ssize_t> shape, 
     expect(ok, std::string(name) + " has the wrong shape");
 }
 
-raster::Scene2D scene(const FArr& means, const FArr& conics, const FArr& opac, const FArr& colors,
-                      const IArr& radii, int W, int H) {
+// The geometry every pass reads (no colours: in.colors = null, in.C = 0).
+raster::Scene2D geometry(const FArr& means, const FArr& conics, const FArr& opac, const IArr& radii, int W,
+                         int H) {
     expect(W > 0 && H > 0 && W <= (1 << 20) && H <= (1 << 20), "width and height must be in [1, 2^20]");
     expect(means.ndim() == 2 && means.shape(1) == 2, "means2d must be [N,2]");
     const py::ssize_t N = means.shape(0);
@@ -47,18 +48,24 @@ raster::Scene2D scene(const FArr& means, const FArr& conics, const FArr& opac, c
     expect_shape(conics, {N, 3}, "conics");
     expect_shape(opac, {N}, "opacities");
     expect_shape(radii, {N, 2}, "radii");
-    expect(colors.ndim() == 2 && colors.shape(0) == N && colors.shape(1) >= 1,
-           "colors must be [N,C] with C >= 1");
     raster::Scene2D in{};
     in.means = means.data();
     in.conics = conics.data();
     in.opac = opac.data();
-    in.colors = colors.data();
     in.radii = radii.data();
     in.N = int(N);
-    in.C = int(colors.shape(1));
     in.W = W;
     in.H = H;
+    return in;
+}
+
+raster::Scene2D scene(const FArr& means, const FArr& conics, const FArr& opac, const FArr& colors,
+                      const IArr& radii, int W, int H) {
+    raster::Scene2D in = geometry(means, conics, opac, radii, W, H);
+    expect(colors.ndim() == 2 && colors.shape(0) == in.N && colors.shape(1) >= 1,
+           "colors must be [N,C] with C >= 1");
+    in.colors = colors.data();
+    in.C = int(colors.shape(1));
     return in;
 }
 
@@ -135,6 +142,33 @@ py::tuple backward(const FArr& colors, const BArr& splats, const LArr& offsets, 
         raster::render_backward(int(N), C, W, H, colors.data(), sv, threads, pg, pga, gm, gc, go, gcol);
     }
     return py::make_tuple(g_means, g_conics, g_opac, g_colors);
+}
+
+// Blending weights summed per Gaussian: (sums [N,C], total [N]); values None = totals only
+// (sums [N,0]).
+py::tuple accumulate(const FArr& means, const FArr& conics, const FArr& opac, const FArr& depths,
+                     const IArr& radii, const py::object& values_obj, int W, int H, int threads) {
+    raster::Scene2D in = geometry(means, conics, opac, radii, W, H);
+    expect_shape(depths, {in.N}, "depths");
+    in.depths = depths.data();
+    FArr values;
+    const float* pv = nullptr;
+    if (!values_obj.is_none()) {
+        values = FArr::ensure(values_obj);
+        expect(bool(values), "values must be a float array");
+        expect(values.ndim() == 3 && values.shape(0) == H && values.shape(1) == W && values.shape(2) >= 1,
+               "values must be [H,W,C] with C >= 1");
+        in.C = int(values.shape(2));
+        pv = values.data();
+    }
+    FArr sums({py::ssize_t(in.N), py::ssize_t(in.C)});
+    FArr total({py::ssize_t(in.N)});
+    float *ps = sums.mutable_data(), *pt = total.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        raster::accumulate_weights(in, pv, threads, ps, pt);
+    }
+    return py::make_tuple(sums, total);
 }
 
 // ---------------------------------------------------------------------- projection
@@ -236,6 +270,12 @@ PYBIND11_MODULE(_raster_cpu, m) {
           py::arg("width"), py::arg("height"), py::arg("threads") = 0,
           "Gradients (means2d[N,2], conics[N,3], opacities[N], colors[N,C]) from forward()'s colours "
           "and saved arrays.");
+    m.def("accumulate", &accumulate, py::arg("means2d"), py::arg("conics"), py::arg("opacities"),
+          py::arg("depths"), py::arg("radii"), py::arg("values"), py::arg("width"), py::arg("height"),
+          py::arg("threads") = 0,
+          "Per-Gaussian sums of the blending weights w = alpha T that forward() composites with: "
+          "(sums[N,C] = sum_p w values[p], total[N] = sum_p w) for values [H,W,C] or None "
+          "(then sums is [N,0]).");
     m.def("project_forward", &project_forward, py::arg("means"), py::arg("quats"), py::arg("scales"),
           py::arg("opacities"), py::arg("sh"), py::arg("viewmat"), py::arg("campos"), py::arg("intrinsics"),
           py::arg("near"), py::arg("far"), py::arg("eps2d"), py::arg("sh_degree"), py::arg("threads") = 0,

@@ -13,4 +13,5 @@ namespace raster::sl_generic {
 namespace raster {
 ForwardFn forward_kernel_generic(int C) { return SL_PICK(sl_generic::forward_tile, C); }
 BackwardFn backward_kernel_generic(int C) { return SL_PICK(sl_generic::backward_tile, C); }
+AccumulateFn accumulate_kernel_generic() { return &sl_generic::accumulate_tile; }
 }  // namespace raster

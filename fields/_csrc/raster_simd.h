@@ -21,6 +21,8 @@ struct Mask {
 SL_FN V splat(float x) { return {_mm256_set1_ps(x)}; }
 SL_FN V load(const float* p) { return {_mm256_load_ps(p)}; }
 SL_FN void store(float* p, V a) { _mm256_store_ps(p, a.v); }
+SL_FN V loadu(const float* p) { return {_mm256_loadu_ps(p)}; }
+SL_FN void storeu(float* p, V a) { _mm256_storeu_ps(p, a.v); }
 SL_FN V iota() { return {_mm256_setr_ps(0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f)}; }
 SL_FN V operator+(V a, V b) { return {_mm256_add_ps(a.v, b.v)}; }
 SL_FN V operator-(V a, V b) { return {_mm256_sub_ps(a.v, b.v)}; }
@@ -122,6 +124,8 @@ struct Mask {
 SL_FN V splat(float x) { return {sl_f8{x, x, x, x, x, x, x, x}}; }
 SL_FN V load(const float* p) { V r; memcpy(&r.v, p, 32); return r; }
 SL_FN void store(float* p, V a) { memcpy(p, &a.v, 32); }
+SL_FN V loadu(const float* p) { return load(p); }  // memcpy: any alignment
+SL_FN void storeu(float* p, V a) { store(p, a); }
 SL_FN V iota() { return {sl_f8{0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f}}; }
 SL_FN V operator+(V a, V b) { return {a.v + b.v}; }
 SL_FN V operator-(V a, V b) { return {a.v - b.v}; }
@@ -211,6 +215,8 @@ struct alignas(32) Mask {
 SL_FN V splat(float x) { V r; SL_LANES r.f[k] = x; return r; }
 SL_FN V load(const float* p) { V r; SL_LANES r.f[k] = p[k]; return r; }
 SL_FN void store(float* p, V a) { SL_LANES p[k] = a.f[k]; }
+SL_FN V loadu(const float* p) { return load(p); }
+SL_FN void storeu(float* p, V a) { store(p, a); }
 SL_FN V iota() { V r; SL_LANES r.f[k] = float(k); return r; }
 SL_FN V operator+(V a, V b) { V r; SL_LANES r.f[k] = a.f[k] + b.f[k]; return r; }
 SL_FN V operator-(V a, V b) { V r; SL_LANES r.f[k] = a.f[k] - b.f[k]; return r; }

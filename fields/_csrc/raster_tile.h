@@ -1,6 +1,7 @@
-// Forward and backward kernels for one 16x16 tile, written once over the 8-lane vectors of
-// raster_simd.h. raster_avx2.cpp and raster_generic.cpp include this file, each inside its own
-// namespace with SL_AVX2 set to 1 or 0, and export the specialisations through raster_types.h.
+// Forward, backward and weight-accumulation kernels for one 16x16 tile, written once over the
+// 8-lane vectors of raster_simd.h. raster_avx2.cpp and raster_generic.cpp include this file, each
+// inside its own namespace with SL_AVX2 set to 1 or 0, and export the specialisations through
+// raster_types.h.
 //
 // A tile is 32 blocks of 8 pixels: block b covers row r = b & 15, columns 8h..8h+7 with
 // h = b >> 4. Per-pixel state lives in channel-major scratch arrays [C][256] that stay in L1.
@@ -309,6 +310,110 @@ SL_KERNEL void backward_tile(const Frame& f, int tile, float* scratch, float* gr
             row[5] += sums[5];
             for (int ch = 0; ch < C; ++ch) row[6 + ch] += sums[kMoments + ch];
         }
+    }
+}
+
+// row[j] += sum over the nb blocks and their lanes of w * vals[j][block], for M channels at
+// once (M independent FMA chains; `vals` is channel-major [M][256], `offs` the blocks' offsets,
+// `row` unaligned).
+template <int M>
+SL_FN void add_channel_sums(const float* vals, const float* w, const int* offs, int nb, float* row) {
+    V acc[M];
+    for (int j = 0; j < M; ++j) acc[j] = splat(0.f);
+    for (int i = 0; i < nb; ++i) {
+        const V wi = load(w + 8 * i);
+        const int off = offs[i];
+        for (int j = 0; j < M; ++j) acc[j] = fmadd(wi, load(vals + j * 256 + off), acc[j]);
+    }
+    if constexpr (M == 8) {
+        alignas(32) float sums[8];
+        store_hsums8(sums, acc);
+        storeu(row, loadu(row) + load(sums));
+    } else {
+        for (int j = 0; j < M; ++j) row[j] += hsum(acc[j]);
+    }
+}
+
+// Forward-only weight accumulation: for each Gaussian of the tile, its blending weights
+// w = alpha T at the tile's pixels summed, and summed against the per-pixel values, added once
+// to its row [total, sums(C)] of `rows` (this thread's private buffer, so no atomics).
+// Transmittance, skip and stop decisions are the forward pass's own expressions, so w is
+// bit-identical to the weight forward_tile composites with. A Gaussian's weights go to a block
+// buffer first, then the channels are summed in groups of 8 (any C without spilling).
+SL_KERNEL void accumulate_tile(const Frame& f, int tile, float* scratch, float* rows) {
+    const int C = f.C;
+    const size_t stride = size_t(C) + 1;
+    float* T = scratch;
+    float* vals = scratch + 256;  // [C][256]
+    alignas(32) float rdy[16], rbdy[16], rhcdy2[16];
+    alignas(32) float wbuf[32 * 8];  // weights of the blocks a Gaussian reaches
+    int offs[32];
+
+    const int X0 = (tile % f.tiles_x) * 16, Y0 = (tile / f.tiles_x) * 16;
+    const int nx = imin(16, f.W - X0), ny = imin(16, f.H - Y0);
+    for (int r = 0; r < 16; ++r) {
+        for (int c = 0; c < 16; ++c) {
+            const int p = r * 16 + c;
+            const bool inside = r < ny && c < nx;
+            T[p] = inside ? 1.f : -1.f;
+            // Padding pixels get weight +0; zero values keep 0 * garbage out of the sums.
+            const float* v = inside ? f.values + (size_t(Y0 + r) * f.W + (X0 + c)) * C : nullptr;
+            for (int ch = 0; ch < C; ++ch) vals[ch * 256 + p] = inside ? v[ch] : 0.f;
+        }
+    }
+    uint32_t done = finished_blocks(T);
+
+    const V lane = iota();
+    alignas(32) float px[16];
+    store(px, splat(float(X0) + 0.5f) + lane);
+    store(px + 8, splat(float(X0) + 8.5f) + lane);
+    const int64_t begin = f.offsets[tile], end = f.offsets[tile + 1];
+    int until_scan = kDoneInterval;
+    for (int64_t k = begin; k < end; ++k) {
+        if (--until_scan == 0) {
+            until_scan = kDoneInterval;
+            done = finished_blocks(T);
+            if (done == 0xFFFFFFFFu) break;
+        }
+        if (k + kPrefetch < end) {
+            const size_t n = size_t(f.ids[k + kPrefetch]);
+            SL_PREFETCH(f.splats + n);
+            SL_PREFETCH(rows + n * stride);
+        }
+        const size_t n = size_t(f.ids[k]);
+        const Splat& g = f.splats[n];
+        uint32_t todo = block_mask(g, X0, Y0, nx, ny, ~done, rdy, rbdy, rhcdy2);
+        const V mx = splat(g.mx), ha = splat(g.ha), op = splat(g.op);
+        V wsum = splat(0.f);
+        int nb = 0;
+        while (todo) {
+            const int b = lowest_bit(todo);
+            todo &= todo - 1;
+            const int r = b & 15, h = b >> 4, off = r * 16 + h * 8;
+            const V dx = mx - load(px + 8 * h);
+            V vis, al;
+            Mask valid;
+            eval_alpha(dx, ha, splat(rbdy[r]), splat(rhcdy2[r]), op, vis, al, valid);
+            const V Tv = load(T + off);
+            const V nt = Tv * (splat(1.f) - al);
+            const Mask contrib = valid & (nt > splat(kMinTransmittance));
+            const V w = keep(contrib, al * Tv);
+            store(T + off, select(contrib, nt, negative_where(valid, Tv)));
+            store(wbuf + 8 * nb, w);
+            offs[nb++] = off;
+            wsum = wsum + w;
+        }
+        // A contributing weight is > 1/255 * 1e-4, so a zero sum means no contribution.
+        const float total = nb ? hsum(wsum) : 0.f;
+        if (!(total > 0.f)) continue;
+        float* row = rows + n * stride;
+        row[0] += total;
+        float* out = row + 1;
+        int ch = 0;
+        for (; ch + 8 <= C; ch += 8) add_channel_sums<8>(vals + ch * 256, wbuf, offs, nb, out + ch);
+        if (C - ch >= 4) add_channel_sums<4>(vals + ch * 256, wbuf, offs, nb, out + ch), ch += 4;
+        if (C - ch >= 2) add_channel_sums<2>(vals + ch * 256, wbuf, offs, nb, out + ch), ch += 2;
+        if (C - ch >= 1) add_channel_sums<1>(vals + ch * 256, wbuf, offs, nb, out + ch);
     }
 }
 

@@ -42,16 +42,22 @@ struct Frame {
     const int32_t* last_in;
     const float* grad_out;    // [H][W][C]
     const float* grad_alpha;  // [H][W], may be null
+    // weight accumulation input (C may be 0: totals only)
+    const float* values;  // [H][W][C]
 };
 
 using ForwardFn = void (*)(const Frame&, int, float*);
 using BackwardFn = void (*)(const Frame&, int, float*, float*);
+using AccumulateFn = void (*)(const Frame&, int, float*, float*);
 
 // Per-thread scratch floats of the tile kernels, and the row a Gaussian owns in a thread's
 // gradient buffer: [mean(2), conic(3), opacity, colour(C)].
 constexpr int kGradRow = 6;
 inline size_t forward_scratch(int C) { return 512 + size_t(C) * 256; }
 inline size_t backward_scratch(int C) { return 1280 + size_t(C) * 256 + (kGradRow + size_t(C)) * 9 + 8; }
+// Weight accumulation: T [256] and the tile's values [C][256]; a Gaussian's row in a thread's
+// buffer is [total weight, weighted value sums (C)].
+inline size_t accumulate_scratch(int C) { return 256 + size_t(C) * 256; }
 
 // Kernels specialised for the channel count C (small C unrolled, others generic), per ISA.
 // The AVX2+FMA ones are null where the build has no x86 AVX2 path.
@@ -59,5 +65,7 @@ ForwardFn forward_kernel_generic(int C);
 BackwardFn backward_kernel_generic(int C);
 ForwardFn forward_kernel_avx2(int C);
 BackwardFn backward_kernel_avx2(int C);
+AccumulateFn accumulate_kernel_generic();
+AccumulateFn accumulate_kernel_avx2();
 
 }  // namespace raster

@@ -17,8 +17,18 @@ from . import _clip, _sam  # noqa: F401  (register the CLIP and SAM teachers; im
 from ._clip import ClipTeacher, MissingWeightsError
 from ._distill import DistillConfig, distill
 from ._eval import evaluate_queries, observed_gaussians
-from ._io import FeatureField, load_field
-from ._oracle import OracleTeacher, OracleText
+from ._io import FeatureField, FieldMismatchError, load_field, scene_fingerprint
+from ._lift import (
+    LiftConfig,
+    SceneViews,
+    ViewSource,
+    lift,
+    lift_values,
+    native_side,
+    scene_views,
+    teacher_levels,
+)
+from ._oracle import OracleTeacher, OracleText, SceneOracleTeacher
 from ._query import (
     CANONICAL_NEGATIVES,
     FieldQuery,
@@ -33,6 +43,7 @@ from ._query import (
 from ._sam import SamDecoder, SamTeacher
 from ._segment import (
     ClickResult,
+    ClickSegmenter,
     connected_to,
     eval_click,
     grow_by_affinity,
@@ -50,35 +61,58 @@ from ._teacher import (
     register_teacher,
     register_text_encoder,
 )
+from ._textquery import (
+    LANGUAGE_SPACES,
+    TextQuery,
+    TextQueryResult,
+    closed_vocabulary,
+    language_space,
+    split_terms,
+)
+from ._views import cameras_from_meta, cameras_to_meta, teacher_cameras  # noqa: F401
 
 __all__ = [
     "CANONICAL_NEGATIVES",
+    "LANGUAGE_SPACES",
     "TEACHERS",
     "TEXT_ENCODERS",
     "ClickResult",
+    "ClickSegmenter",
     "ClipTeacher",
     "DistillConfig",
     "FeatureField",
+    "FieldMismatchError",
     "FieldQuery",
+    "LiftConfig",
     "MissingWeightsError",
     "OracleTeacher",
     "OracleText",
     "QueryResult",
     "SamDecoder",
     "SamTeacher",
+    "SceneOracleTeacher",
+    "SceneViews",
     "Teacher",
     "TeacherCache",
+    "TextQuery",
+    "TextQueryResult",
+    "ViewSource",
     "auto_threshold",
     "build_teacher",
     "build_text_encoder",
+    "closed_vocabulary",
     "connected_to",
     "decoded_norms",
     "distill",
     "eval_click",
     "evaluate_queries",
     "grow_by_affinity",
+    "language_space",
+    "lift",
+    "lift_values",
     "lift_mask",
     "load_field",
+    "native_side",
     "negatives_for",
     "observed_gaussians",
     "otsu_threshold",
@@ -87,5 +121,9 @@ __all__ = [
     "register_text_encoder",
     "relevancy",
     "sam_embedding_from_field",
+    "scene_fingerprint",
+    "scene_views",
     "segment_click",
+    "split_terms",
+    "teacher_levels",
 ]

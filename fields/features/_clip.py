@@ -19,9 +19,11 @@ ClearCLIP found dropping them gives cleaner maps). `residual=True` restores the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -382,27 +384,46 @@ def _load_open_clip(
                     **_file_stamp(path),
                 }
                 pretrained = local_file = str(path)
-    try:
+    cache = None if cache_dir is None else os.fspath(cache_dir)
+
+    def load() -> tuple[nn.Module, Any, Callable[[list[str]], Tensor]]:
         clip_model, _, preprocess = open_clip.create_model_and_transforms(
             model_name,
             pretrained=pretrained,
-            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+            cache_dir=cache,
             require_pretrained=pretrained is not None or has_schema,
         )
-        tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
+        return clip_model, preprocess, open_clip.get_tokenizer(model_name, cache_dir=cache)
+
+    def missing(error: BaseException, reason: str | None) -> MissingWeightsError:
+        return MissingWeightsError(_download_hint(open_clip, model_name, pretrained, error, reason))
+
+    try:
+        if local_file is not None or model_name.startswith("local-dir:"):
+            clip_model, preprocess, tokenizer = load()  # nothing to download
+        else:
+            clip_model, preprocess, tokenizer = _load_cache_first(
+                load, _weight_sources(open_clip, model_name, pretrained), cache, missing
+            )
+    except MissingWeightsError:
+        raise
     except (RuntimeError, OSError, ValueError) as e:
         if local_file is not None:
             raise ValueError(
                 f"{local_file}: not an open_clip checkpoint of {model_name!r} (wrong model for "
                 f"this file?): {e}"
             ) from e
-        raise MissingWeightsError(_download_hint(open_clip, model_name, pretrained, e)) from e
+        raise missing(e, None) from e
     mean, std = _normalisation(preprocess)
     return clip_model, mean, std, tokenizer, weights
 
 
 def _download_hint(
-    open_clip: Any, model_name: str, pretrained: str | None, error: Exception
+    open_clip: Any,
+    model_name: str,
+    pretrained: str | None,
+    error: BaseException,
+    offline_reason: str | None = None,
 ) -> str:
     source = model_name if pretrained is None else f"{model_name} / {pretrained}"
     repo, url = None, None
@@ -419,16 +440,171 @@ def _download_hint(
     where = (
         f"https://huggingface.co/{repo} ({filename})" if repo else url or "its open_clip release"
     )
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    if offline_reason is None and _offline():
+        offline_reason = "HF_HUB_OFFLINE is set"
     return (
         f"could not load CLIP weights for {source}: {error}\n"
         f"Either download the checkpoint from {where} and pass it with "
         "--clip-pretrained /path/to/open_clip_pytorch_model.bin, or populate the Hugging Face "
-        "cache (~/.cache/huggingface/hub, or $HF_HOME) by loading the model once on a machine "
+        f"cache ({_hub_cache()}, or $HF_HOME) by loading the model once on a machine "
         "with internet access and copying the cache over; then set HF_HUB_OFFLINE=1 to run "
         "without network"
-        + (" (HF_HUB_OFFLINE is set, so nothing was downloaded)." if offline else ".")
+        + (f" ({offline_reason}, so nothing was downloaded)." if offline_reason else ".")
     )
+
+
+# ---------------------------------------------------------------------------------- offline
+# The policy of editing.score_distillation's model loading (fields cannot import editing): the
+# cache first, without touching the network; a download only when the environment allows the
+# network and the host answers a quick probe. Without it, open_clip's hf_hub_download retries
+# for ~40 s before failing on a machine without network.
+_PROBE_TIMEOUT = 1.5  # seconds; DNS included (the probe runs in a thread)
+_HUB_OFFLINE_LOCK = threading.Lock()
+
+
+def _offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) asks for no network at all."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _hub_endpoint() -> str:
+    try:
+        from huggingface_hub.constants import ENDPOINT
+
+        return str(ENDPOINT)
+    except ImportError:  # pragma: no cover
+        return "https://huggingface.co"
+
+
+def _hub_cache() -> str:
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return str(HF_HUB_CACHE)
+    except ImportError:  # pragma: no cover
+        return "~/.cache/huggingface/hub"
+
+
+def _host_reachable(url: str, timeout: float = _PROBE_TIMEOUT) -> bool:
+    """Whether `url`'s host accepts a TCP connection within `timeout` seconds, name lookup
+    included (a thread bounds it: `socket.create_connection`'s timeout does not cover DNS)."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    host = parsed.hostname or "huggingface.co"
+    port = parsed.port or (443 if parsed.scheme != "http" else 80)
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, name="scenelab-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answer and answer[0])
+
+
+def _hub_reachable() -> bool:
+    return _host_reachable(_hub_endpoint())
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """huggingface_hub in offline mode for the duration: cached files are used as they are,
+    with no request to check them (the flag is read at call time)."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with _HUB_OFFLINE_LOCK:
+        before = constants.HF_HUB_OFFLINE
+        constants.HF_HUB_OFFLINE = True
+        try:
+            yield
+        finally:
+            constants.HF_HUB_OFFLINE = before
+
+
+def _weight_sources(
+    open_clip: Any, model_name: str, pretrained: str | None
+) -> list[tuple[str, str, tuple[str, ...]]]:
+    """What open_clip will fetch for this model: ("hub", repo, alternative file names) — one of
+    the names suffices — or ("url", url, (file in open_clip's download folder,))."""
+    from open_clip.pretrained import has_hf_hub
+
+    if model_name.startswith("hf-hub:"):
+        repo = model_name[len("hf-hub:") :]
+        weights = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+        return [("hub", repo, ("open_clip_config.json",)), ("hub", repo, weights)]
+    if not pretrained:
+        return []
+    cfg = open_clip.get_pretrained_cfg(model_name.replace("/", "-"), pretrained) or {}
+    if cfg.get("hf_hub") and has_hf_hub():
+        repo, name = os.path.split(cfg["hf_hub"])
+        name = name or "open_clip_pytorch_model.bin"
+        names = [name]
+        if name == "open_clip_pytorch_model.bin":
+            names.insert(0, "open_clip_model.safetensors")
+        elif name.endswith((".bin", ".pth")):
+            names.insert(0, name[:-4] + ".safetensors")
+        return [("hub", repo, tuple(names))]
+    if cfg.get("url"):
+        return [("url", cfg["url"], (os.path.basename(cfg["url"]),))]
+    return []
+
+
+def _is_cached(source: tuple[str, str, tuple[str, ...]], cache_dir: str | None) -> bool:
+    kind, where, names = source
+    if kind == "url":
+        folder = cache_dir or os.path.expanduser("~/.cache/clip")
+        return any(os.path.isfile(os.path.join(folder, n)) for n in names)
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(
+        isinstance(try_to_load_from_cache(where, n, cache_dir=cache_dir), str) for n in names
+    )
+
+
+def _load_cache_first(
+    load: Callable[[], Any],
+    sources: list[tuple[str, str, tuple[str, ...]]],
+    cache_dir: str | None,
+    missing: Callable[[BaseException, str | None], MissingWeightsError],
+) -> Any:
+    """`load()` from the cache alone when every source is cached; otherwise a download, but
+    only when the network is allowed and the source's host answers at once — else `missing`
+    is raised before any model is built (in well under the probe's 1.5 s)."""
+    absent = [s for s in sources if not _is_cached(s, cache_dir)]
+    if not absent:
+        try:
+            with _hub_offline():
+                return load()
+        except (RuntimeError, OSError, ValueError) as e:
+            # Something the cache check did not foresee (a tokenizer, a config) is absent.
+            if _offline():
+                raise missing(e, "HF_HUB_OFFLINE is set") from e
+            if not _hub_reachable():
+                raise missing(e, f"{_hub_endpoint()} did not answer") from e
+            return load()
+    kind, where, names = absent[0]
+    what = " or ".join(names)
+    error = FileNotFoundError(
+        f"{what} of {where} is not in the cache "
+        + ("(~/.cache/clip)" if kind == "url" else f"({cache_dir or _hub_cache()})")
+    )
+    if _offline():
+        raise missing(error, "HF_HUB_OFFLINE is set")
+    url = where if kind == "url" else _hub_endpoint()
+    if not _host_reachable(url):
+        raise missing(error, f"{url.split('/')[2] if '//' in url else url} did not answer")
+    return load()
 
 
 def _normalisation(preprocess: Any) -> tuple[Sequence[float], Sequence[float]]:

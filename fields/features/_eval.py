@@ -22,7 +22,8 @@ from torch import Tensor
 from ..rendering import render
 from ..scene import GaussianScene
 from ._io import FeatureField
-from ._query import FieldQuery, negatives_for
+from ._query import negatives_for
+from ._textquery import TextQuery
 
 EncodeText = Callable[[Sequence[str]], Tensor]
 
@@ -62,15 +63,14 @@ def evaluate_queries(
         raise ValueError("evaluation needs the scene's per-Gaussian `label` extra")
     labels = scene.extras["label"].long().cpu()
     scene = scene.detach()
-    fq = FieldQuery(field.features, field.head(space))
+    tq = TextQuery(field, encode_text, space=space)
     neg_names = negatives_for(negatives)
-    neg = encode_text(neg_names)
     observed = observed_gaussians(scene, dataset.cameras, observed_weight)
     held_out = dataset.split("test", every=holdout_every)
     gt_maps = [held_out.load_map("labels", i) for i in range(len(held_out))]
     objects = []
     for label_id, name in sorted(label_names.items()):
-        res = fq.query(encode_text([name]), neg)
+        res = tq.query(name, negatives, level=0)  # object names answer on the coarsest level
         mask = res.mask.cpu()
         gt = labels == label_id
         inter = union = 0

@@ -38,6 +38,7 @@ from ._sam import SamDecoder, image_grid
 
 __all__ = [
     "ClickResult",
+    "ClickSegmenter",
     "eval_click",
     "grow_by_affinity",
     "lift_mask",
@@ -355,31 +356,10 @@ def segment_click(
     """Clicks and/or a box in `camera`'s pixels -> a 3D selection: the field's SAM embedding of
     this view, SAM's decoder (best mask by predicted IoU), `lift_mask`, `grow_by_affinity`
     (spatially connected to the seed unless `connect` is False). Hidden Gaussians are never
-    selected."""
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    embedding = sam_embedding_from_field(scene, field, camera, grid=decoder.grid)
-    t1 = time.perf_counter()
-    pred = decoder(embedding, (camera.height, camera.width), points=points, labels=labels, box=box)
-    mask2d = pred.masks[0].cpu()
-    t2 = time.perf_counter()
-    seed, w_in, _ = lift_mask(scene, camera, mask2d, min_weight=min_weight)
-    t3 = time.perf_counter()
-    mask3d = grow_by_affinity(
-        field.features, seed, granularity, weights=w_in, means=scene.means if connect else None
-    )
-    hidden = _hidden(scene)
-    if hidden is not None:
-        mask3d &= ~hidden
-    t4 = time.perf_counter()
-    timings = {
-        "embedding_ms": 1e3 * (t1 - t0),
-        "decoder_ms": 1e3 * (t2 - t1),
-        "lift_ms": 1e3 * (t3 - t2),
-        "growth_ms": 1e3 * (t4 - t3),
-        "total_ms": 1e3 * (t4 - t0),
-    }
-    return ClickResult(mask3d, mask2d, float(pred.scores[0]), timings)
+    selected. One click on a fresh `ClickSegmenter`; keep a segmenter for several clicks."""
+    seg = ClickSegmenter(scene, field, decoder, min_weight=min_weight, connect=connect)
+    seg.set_view(camera)
+    return seg.predict(points=points, labels=labels, box=box, granularity=granularity)
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -427,7 +407,7 @@ def eval_click(
                 continue
             gt = labels == k
             seed, w_in, _ = lift_mask(scene, camera, label_map == k, min_weight=min_weight)
-            mask = grow_by_affinity(field.features, seed, granularity, weights=w_in, means=means)
+            mask = grow_by_affinity(field.level(0), seed, granularity, weights=w_in, means=means)
             n_seed = int(seed.sum())
             per_object.setdefault(int(k), []).append(
                 {
@@ -468,3 +448,132 @@ def eval_click(
         "mean_seed_precision": mean("seed_precision"),
         "objects": objects,
     }
+
+
+# ------------------------------------------------------------------------------ predictor
+class ClickSegmenter:
+    """Click segmentation in segment-anything's predictor style: `set_view` does the expensive
+    part once per view, `predict` the cheap part per click.
+
+        seg = ClickSegmenter(scene, field, decoder)        # decoder: SamDecoder (SAM's heads)
+        seg.set_view(camera)                               # embedding, visible Gaussians
+        res = seg.predict(points=[[120, 80]], labels=[1])  # mask -> 3D lift -> growth
+        seg.regrow(0.7).sum()                              # granularity only: no render
+
+    Per view: the field's SAM embedding rendered and decoded (`sam_embedding_from_field`), the
+    Gaussians the view sees and each one's summed blending weight (one accumulation pass); the
+    lift of a click's mask then renders only those Gaussians with one channel. Per click: SAM's
+    prompt encoder + mask decoder, that lift, `grow_by_affinity` on the field's features at
+    `level` (spatially connected to the seed unless `connect` is False). Hidden Gaussians (bool
+    extra `hidden`) are never selected. Not thread-safe: one segmenter per user."""
+
+    def __init__(
+        self,
+        scene: GaussianScene,
+        field: FeatureField,
+        decoder: SamDecoder,
+        *,
+        level: int | str = 0,
+        min_weight: float = 0.05,
+        connect: bool = True,
+    ) -> None:
+        if "sam" not in field.heads:
+            raise ValueError(
+                "the feature field has no SAM head: lift it with the SAM teacher "
+                "(--teacher clip,sam) to segment by clicks"
+            )
+        field.check_count(len(scene))
+        self.scene = shown_scene(scene)
+        self.hidden = _hidden(scene)
+        self.field = field
+        self.decoder = decoder
+        self.level = field.level_index(level)
+        self.features = field.level(self.level)  # [N,d]
+        self.min_weight = min_weight
+        self.connect = connect
+        self.camera: Camera | None = None
+        self._embedding: Tensor | None = None
+        self._visible: Tensor | None = None  # [M] int64 indices of the Gaussians the view sees
+        self._sub: GaussianScene | None = None
+        self._total: Tensor | None = None  # [M] summed blending weight in the view
+        self.seed: Tensor | None = None
+        self.w_in: Tensor | None = None
+        self.timings: dict[str, float] = {}
+
+    def set_view(self, camera: Camera) -> None:
+        """The expensive part for `camera` (pixels of later prompts are in its image)."""
+        from ..rendering import accumulate_weights
+
+        t0 = time.perf_counter()
+        level_field = FeatureField(self.features, self.field.heads, meta=self.field.meta)
+        self._embedding = sam_embedding_from_field(
+            self.scene, level_field, camera, grid=self.decoder.grid
+        )
+        total = accumulate_weights(self.scene, camera).total.cpu()
+        visible = (total > 1e-6).nonzero()[:, 0]
+        self._visible = visible
+        self._sub = self.scene.subset(visible) if len(visible) < len(self.scene) else self.scene
+        self._total = total[visible]
+        self.camera = camera
+        self.seed = self.w_in = None
+        self.timings = {"view_ms": 1e3 * (time.perf_counter() - t0)}
+
+    def predict(
+        self,
+        *,
+        points: Tensor | np.ndarray | Sequence | None = None,  # [K, 2] pixel (u, v)
+        labels: Tensor | np.ndarray | Sequence | None = None,  # [K] 1 positive, 0 negative
+        box: Tensor | np.ndarray | Sequence | None = None,  # (u0, v0, u1, v1) pixels
+        granularity: float = 0.5,
+    ) -> ClickResult:
+        """Prompts in the current view's pixels -> the 3D selection (`ClickResult`)."""
+        from ..rendering import accumulate_weights
+
+        if self.camera is None or self._sub is None:
+            raise RuntimeError("call set_view(camera) before predict")
+        cam = self.camera
+        t0 = time.perf_counter()
+        pred = self.decoder(
+            self._embedding, (cam.height, cam.width), points=points, labels=labels, box=box
+        )
+        mask2d = pred.masks[0].cpu()
+        t1 = time.perf_counter()
+        inside = mask2d.float()[..., None].to(self._sub.device)
+        w_in_sub = accumulate_weights(self._sub, cam, inside).sums[:, 0].cpu()
+        w_out_sub = self._total - w_in_sub
+        chosen = (w_in_sub > w_out_sub) & (w_in_sub > self.min_weight)
+        n = len(self.scene)
+        seed = torch.zeros(n, dtype=torch.bool)
+        seed[self._visible[chosen]] = True
+        w_in = torch.zeros(n)
+        w_in[self._visible] = w_in_sub
+        if self.hidden is not None:
+            seed &= ~self.hidden
+        self.seed, self.w_in = seed, w_in
+        t2 = time.perf_counter()
+        mask3d = self.regrow(granularity)
+        t3 = time.perf_counter()
+        timings = {
+            **self.timings,
+            "decoder_ms": 1e3 * (t1 - t0),
+            "lift_ms": 1e3 * (t2 - t1),
+            "growth_ms": 1e3 * (t3 - t2),
+            "click_ms": 1e3 * (t3 - t0),
+        }
+        timings["total_ms"] = timings["view_ms"] + timings["click_ms"]
+        return ClickResult(mask3d, mask2d, float(pred.scores[0]), timings)
+
+    def regrow(self, granularity: float = 0.5) -> Tensor:
+        """[N] bool: the last click's seed grown to `granularity` (no render)."""
+        if self.seed is None:
+            raise RuntimeError("click first (predict)")
+        mask = grow_by_affinity(
+            self.features,
+            self.seed,
+            granularity,
+            weights=self.w_in,
+            means=self.scene.means if self.connect else None,
+        )
+        if self.hidden is not None:
+            mask &= ~self.hidden
+        return mask

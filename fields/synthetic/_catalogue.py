@@ -53,6 +53,7 @@ class ObjectModel:
     bounds: tuple[tuple[float, float, float], tuple[float, float, float]]  # object-frame AABB
     footprint_radius: float  # radius about the origin that contains the object's footprint
     secondary_colors: tuple[RGB, ...] = ()  # colours of materials 1, 2, ...
+    part_names: tuple[str | None, ...] = ()  # per surface: the named part it belongs to, or None
 
 
 def _shift(z: float, x: float = 0.0, y: float = 0.0) -> np.ndarray:
@@ -118,6 +119,7 @@ def mug(rng: np.random.Generator) -> ObjectModel:
         },
         ((-ro, -ro, 0.0), (reach, ro, h)),
         reach,
+        part_names=(None, "handle"),
     )
 
 

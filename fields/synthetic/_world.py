@@ -322,14 +322,20 @@ def _splats(
         "opacities": rng.uniform(*config.opacity, m),
         "colors": np.clip(rgb, 0.0, 1.0),
         "label": np.full(m, label, dtype=np.int32),
+        "part": np.full(m, -1, dtype=np.int32),
     }
 
 
-def _sample_model(model: ObjectModel, spacing: float, rng: np.random.Generator) -> SurfaceSamples:
-    """Samples of every surface of `model`, minus those buried inside another of its parts."""
-    samples = SurfaceSamples.concat([sample_surface(s, spacing, rng) for s in model.surfaces])
+def _sample_model(
+    model: ObjectModel, spacing: float, rng: np.random.Generator
+) -> tuple[SurfaceSamples, np.ndarray]:
+    """Samples of every surface of `model`, minus those buried inside another of its parts, and
+    the index of the surface each came from [M]."""
+    per_surface = [sample_surface(s, spacing, rng) for s in model.surfaces]
+    samples = SurfaceSamples.concat(per_surface)
+    surface = np.concatenate([np.full(len(p), i, np.int32) for i, p in enumerate(per_surface)])
     on_surface = np.abs(model.solid.signed_distance(samples.points)) <= _ON_SURFACE
-    return samples.select(on_surface)
+    return samples.select(on_surface), surface[on_surface]
 
 
 def _table(
@@ -392,8 +398,10 @@ def _object(
     config: WorldConfig,
     rng: np.random.Generator,
 ) -> tuple[WorldObject, dict[str, np.ndarray]]:
-    """An object's record and splats, placed by `T_world_object`."""
-    samples = _sample_model(model, config.object_spacing, rng).transformed(T_world_object)
+    """An object's record and splats, placed by `T_world_object`. The splats' `part` is the
+    index into `model.part_names` of the named part each lies on, -1 elsewhere."""
+    samples, surface = _sample_model(model, config.object_spacing, rng)
+    samples = samples.transformed(T_world_object)
     materials = np.array([PALETTE[color_name], *model.secondary_colors])
     splats = _splats(
         samples,
@@ -403,6 +411,9 @@ def _object(
         config,
         rng,
     )
+    names = model.part_names or (None,) * len(model.surfaces)
+    part_of_surface = np.array([-1 if n is None else i for i, n in enumerate(names)], np.int32)
+    splats["part"] = part_of_surface[surface]
     lo, hi = np.asarray(model.bounds[0]), np.asarray(model.bounds[1])
     record = WorldObject(
         name=name,
@@ -451,12 +462,18 @@ def make_world(seed: int, *, config: WorldConfig | None = None) -> World:
     parts = [table_splats]
     objects: list[WorldObject] = []
     label_names = {0: "table"}
+    part_names: dict[int, str] = {}  # world part id -> name ("handle")
     for label, (model, color, (x, y, yaw)) in enumerate(
         zip(models, color_names, poses, strict=True), 1
     ):
         name = _unique_name(model.kind, set(label_names.values()))
         T = pose_matrix(yaw, (x, y, config.table_height))
         record, splats = _object(model, name, label, color, T, config, sample_rngs[label])
+        local = splats["part"].copy()  # object-local part index -> world part id
+        for i, part in enumerate(model.part_names):
+            if part is not None:
+                part_names[len(part_names)] = part
+                splats["part"][local == i] = len(part_names) - 1
         objects.append(record)
         parts.append(splats)
         label_names[label] = name
@@ -465,6 +482,7 @@ def make_world(seed: int, *, config: WorldConfig | None = None) -> World:
     quats = rotmat_to_quat(torch.from_numpy(cat["rot"])).float()
     meta = {
         "label_names": {str(k): v for k, v in label_names.items()},
+        "part_names": {str(k): v for k, v in part_names.items()},
         "units": "m",
         "up": [0, 0, 1],
         "generator": _generator_record(int(seed), config, table, tuple(objects)),
@@ -475,7 +493,7 @@ def make_world(seed: int, *, config: WorldConfig | None = None) -> World:
         torch.from_numpy(cat["scales"]).float(),
         torch.from_numpy(cat["opacities"]).float(),
         torch.from_numpy(cat["colors"]).float(),
-        extras={"label": torch.from_numpy(cat["label"])},
+        extras={"label": torch.from_numpy(cat["label"]), "part": torch.from_numpy(cat["part"])},
         meta=meta,
     )
     cameras = _rig(

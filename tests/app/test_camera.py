@@ -10,12 +10,10 @@ from app.viewer._camera import (
     camera_from_pose,
     camera_view,
     click_pixel,
-    framing_view,
     pose_of,
-    scene_up,
     vertical_fov,
 )
-from fields import Camera
+from fields import Camera, framing_view, scene_up
 
 from .conftest import look_camera, project
 
@@ -39,17 +37,17 @@ def test_viser_pose_is_opencv_camera_to_world():
 
 
 def test_up_from_meta_cameras_or_default(scene):
-    up, src = scene_up(scene)
-    assert src == "scene" and np.allclose(up, [0, 0, 1])
-    assert np.allclose(scene_up(scene.replace(meta={"up": [0, 0, 1]}))[0], [0, 0, 1])
+    up = scene_up(scene)
+    assert up.source == "scene" and np.allclose(up.vector, [0, 0, 1])
+    assert np.allclose(scene_up(scene.replace(meta={"up": [0, 0, 1]})).vector, [0, 0, 1])
     bare = scene.replace(meta={})
-    up, src = scene_up(bare)
-    assert src == "default" and np.allclose(up, [0, -1, 0])
+    up = scene_up(bare)
+    assert up.source == "default" and np.allclose(up.vector, [0, -1, 0])
     cams = [
         look_camera(eye=(2.0 * math.cos(a), 2.0 * math.sin(a), 1.0)) for a in np.linspace(0, 6, 8)
     ]
-    up, src = scene_up(bare, cams)
-    assert src == "cameras" and up @ np.array([0, 0, 1.0]) > 0.8
+    up = scene_up(bare, cams)
+    assert up.source == "cameras" and up.vector @ np.array([0, 0, 1.0]) > 0.8
 
 
 def test_framing_view_sees_the_whole_scene(scene):

@@ -22,6 +22,7 @@ def test_distill_query_eval(world_dir, capsys):
     scene_path = world_dir / "scene.ply"
     features = world_dir / "scene.features.safetensors"
     args = ["distill", str(scene_path), "--data", str(world_dir), "--steps", "120"]
+    args += ["--method", "optimise"]
     assert main(args) == 0
     assert "distill [" in capsys.readouterr().err  # progress bar on stderr
     field = load_field(features)
@@ -69,4 +70,44 @@ def test_unregistered_teacher_is_a_clear_error(world_dir, capsys):
     )
     assert code == 2
     assert "no teacher 'no-such-teacher' is registered" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_distill_without_dataset_then_query(tmp_path, capsys):
+    """The acceptance interface: `distill SCENE --teacher oracle` with no --data on a world whose
+    labels live in the scene, then `query`; a field from another scene is refused."""
+    world = make_world(5, config=WorldConfig.preview())
+    from fields import save_scene
+
+    scene_path = save_scene(world.scene, tmp_path / "scene.ply")
+    features = tmp_path / "f.safetensors"
+    assert main(["distill", str(scene_path), "--teacher", "oracle", "--out", str(features)]) == 0
+    field = load_field(features)
+    assert field.levels[0] == "whole" and field.config["method"] == "lift"
+    scene = load_scene(scene_path)
+    field.check_scene(scene)
+    labels = scene.extras["label"].numpy()
+    ious = []
+    for label, name in world.label_names.items():
+        out = tmp_path / f"{label}.npy"
+        cmd = ["query", str(scene_path), name, "--features", str(features), "--out", str(out)]
+        assert main(cmd) == 0
+        mask = np.load(out)
+        truth = labels == label
+        ious.append((mask & truth).sum() / (mask | truth).sum())
+    assert np.mean(ious) >= 0.85, ious
+    capsys.readouterr()
+    # an unknown word: an empty mask and the names the field knows
+    out = tmp_path / "none.npy"
+    cmd = ["query", str(scene_path), "coffee mug", "--features", str(features), "--out", str(out)]
+    assert main(cmd) == 0
+    assert not np.load(out).any()
+    assert "No confident match" in capsys.readouterr().err
+    # a field from another scene is refused, with both names
+    other = save_scene(world.scene.subset(np.arange(100)), tmp_path / "other.ply")
+    out = tmp_path / "other.npy"
+    cmd = ["query", str(other), "table", "--features", str(features), "--out", str(out)]
+    assert main(cmd) == 2
+    err = capsys.readouterr().err
+    assert "does not belong to" in err and "other.ply" in err
     assert not out.exists()

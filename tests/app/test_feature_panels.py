@@ -11,7 +11,7 @@ from app.viewer import ViewerApp, ViewerConfig
 from app.viewer._jobs import JobStatus
 from app.viewer._panel_features import FeatureOptions
 from fields import save_scene
-from fields.features import FeatureField
+from fields.features import FeatureField, FieldMismatchError
 from fields.features._oracle import name_embedding
 
 from .conftest import look_camera, project
@@ -216,7 +216,8 @@ def test_load_save_and_distil(make_viewer, scene, tmp_path):
     app = make_viewer()
     fp = app.features_panel
     assert fp.current() is None and app.query_panel.select_button.disabled
-    assert fp.distil_button.disabled  # no dataset
+    with pytest.raises(ValueError, match="dataset"):
+        fp.lift("oracle", "optimise")  # optimising needs a dataset; lifting does not
     oracle_field(scene).save(tmp_path / "f.features.safetensors")
     fp.load("f.features.safetensors")
     assert fp.current() is not None and not app.query_panel.select_button.disabled
@@ -267,7 +268,7 @@ def test_distil_with_the_oracle_as_a_job_then_query(world_data, tmp_path):
     app = ViewerApp(world.scene, ViewerConfig(port=0, root=tmp_path), dataset=ds)
     try:
         fp = app.features_panel
-        assert not fp.distil_button.disabled
+        assert not fp.lift_button.disabled
         cancelled = fp.distil("oracle", steps=100_000)
         job = fp.distil("oracle", steps=60)
         assert app.jobs.cancel(cancelled)
@@ -275,7 +276,7 @@ def test_distil_with_the_oracle_as_a_job_then_query(world_data, tmp_path):
         assert cancelled.status is JobStatus.CANCELLED
         assert fp.current() is not None and "oracle" in fp.field.heads
         steps, _ = app.state.history_steps()
-        assert steps == ["open", "distil oracle"]
+        assert steps == ["open", "optimise oracle"]
         labels = world.scene.extras["label"]
         k = max(world.label_names)  # an object, not the table
         app.query_panel.run(world.label_names[k], select=True)
@@ -354,3 +355,90 @@ def test_query_in_the_browser_highlights_the_selection(make_viewer, scene):
             page.close()
         finally:
             browser.close()
+
+
+# ---------------------------------------------------------------------- levels, confidence
+@pytest.fixture(scope="module")
+def part_world():
+    from fields.synthetic import WorldConfig, make_world
+
+    world = make_world(0, config=WorldConfig.preview())
+    assert "mug" in world.scene.meta["label_names"].values() and world.scene.meta["part_names"]
+    return world
+
+
+@pytest.fixture(scope="module")
+def lifted(part_world):
+    """The world's oracle field lifted dataset-free (levels whole / part), as the demo does."""
+    from fields.features import LiftConfig, SceneOracleTeacher, lift, scene_views
+
+    teacher = SceneOracleTeacher(part_world.scene)
+    views = scene_views(part_world.scene, [teacher])
+    return lift(part_world.scene, views, [teacher], LiftConfig())
+
+
+@pytest.mark.slow  # the lift: ~15 s on 2 shared cores
+def test_part_query_reports_the_part_level_and_unknown_words_select_nothing(
+    part_world, lifted, tmp_path
+):
+    scene = part_world.scene
+    app = ViewerApp(scene, ViewerConfig(port=0, root=tmp_path), features=FeatureOptions())
+    try:
+        app.state.set_field(lifted, "features")
+        qp = app.query_panel
+        assert tuple(qp.level.options) == ("auto", "whole", "part")
+        names = {v: int(k) for k, v in scene.meta["label_names"].items()}
+        mug = scene.extras["label"].long() == names["mug"]
+        qp.run("mug", select=True, mode="replace")
+        assert qp.last.result.level == "whole" and iou(app.state.selection, mug) > 0.8
+        assert "level **whole**" in qp.status.content and "separation" in qp.status.content
+
+        handle = mug & (scene.extras["part"].long() >= 0)
+        assert handle.any()
+        qp.run("handle", within=True, select=True, mode="replace")
+        assert qp.last.result.level == "part"  # the part level answered
+        assert "level **part**" in qp.status.content
+        assert iou(app.state.selection, handle) > 0.6  # a thin part: lifted edges blur
+
+        qp.run("zebra", within=False, select=True, mode="replace")
+        assert not qp.last.result.confident and app.state.n_selected == 0
+        assert "No confident match" in qp.status.content and "mug" in qp.status.content
+    finally:
+        app.stop()
+
+
+def test_loading_a_field_of_another_scene_is_refused(make_viewer, scene, tmp_path):
+    from .conftest import blob_scene
+
+    other = blob_scene(seed=1)  # same count, other geometry
+    assert len(other) == len(scene)
+    oracle_field(other).bind(other).save(tmp_path / "other.features.safetensors")
+    app = make_viewer()
+    with pytest.raises(FieldMismatchError, match="another scene"):
+        app.features_panel.load("other.features.safetensors")
+    assert app.state.current_field() is None and "Not loaded" in app.features_panel.status.content
+    assert app.state.history_steps()[0] == ["open"]
+    # Saved from this scene (bound to it), it loads.
+    app.state.set_field(oracle_field(scene), "features")
+    out = app.features_panel.save("mine.features.safetensors")
+    app.history_panel.undo()
+    assert app.features_panel.load(out.name) is not None
+
+
+@pytest.mark.slow
+def test_the_demo_lifts_its_oracle_field_on_open(part_world, tmp_path):
+    scene = part_world.scene
+    app = ViewerApp(
+        scene, ViewerConfig(port=0, root=tmp_path), features=FeatureOptions(lift_on_open=True)
+    )
+    try:
+        assert app.jobs.wait_idle(300)
+        field = app.state.current_field()
+        assert field is not None and field.levels == ("whole", "part")
+        assert "level(s)" in app.features_panel.status.content  # no error, the field's summary
+        qp = app.query_panel
+        qp.run("mug", select=True, mode="replace")
+        qp.run("handle", within=True, select=True, mode="replace")
+        assert qp.last.result.level == "part" and app.state.n_selected > 0
+    finally:
+        app.stop()

@@ -105,7 +105,7 @@ def build(
     ]
     things = [Thing("table", 0, Box(pose_matrix(0.0, table_centre), TABLE_HALF))]
     for label, (name, m, T) in enumerate(parts, 1):
-        samples = _sample_model(m, spacing, rng).transformed(T)
+        samples = _sample_model(m, spacing, rng)[0].transformed(T)
         rgb = np.tile([0.2, 0.4, 0.8], (len(samples), 1))
         splats.append(_splats(samples, np.full(len(samples), spacing), rgb, label, config, rng))
         things.append(Thing(name, label, m.solid.transformed(T)))

@@ -141,7 +141,9 @@ def test_spot_near_a_point_and_yaw(world, objects):
     placed, T = editing.place_on_support(obj, plane, spot, yaw=math.pi / 2, scale=1.5)
     x_axis = T[:3, 0].numpy() / 1.5
     assert np.allclose(x_axis, [0.0, 1.0, 0.0], atol=1e-9)  # object x turned onto world y
-    assert float(editing.footprint(placed.replace(meta={}))[1]) == pytest.approx(1.5 * h, rel=1e-4)
+    # Placed in the z-up world (without meta an object's up would be the product default, -y).
+    upright = placed.replace(meta={"up": "+z"})
+    assert float(editing.footprint(upright)[1]) == pytest.approx(1.5 * h, rel=1e-4)
 
 
 def test_feature_extra_is_filled_and_other_extras_kept(world, objects):

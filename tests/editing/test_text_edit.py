@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from editing import TextEditConfig, edit_views, sample_edit_views, text_edit
-from editing._views import parse_up, scene_up, selection_sphere
-from fields import GaussianScene, render
+from editing._views import selection_sphere
+from fields import GaussianScene, parse_up, render
 
 toy = pytest.importorskip("editing.score_distillation")
 
@@ -46,7 +46,7 @@ def blobs(seed: int = 0, up: str = "+z") -> GaussianScene:
     )
     if up != "+z":  # the same world, turned so that its up is `up`
         T = torch.eye(4, dtype=torch.float64)
-        T[:3, :3] = _rotation_z_to(parse_up(up))
+        T[:3, :3] = _rotation_z_to(torch.from_numpy(parse_up(up)))
         scene = scene.transform(T)
     return scene
 
@@ -136,19 +136,24 @@ def test_views_frame_the_selection_from_all_around(scene, red):
 def test_views_follow_the_scene_up_axis():
     tilted = blobs(up="-y")
     mask = tilted.extras["label"] == 1
-    assert torch.equal(scene_up(tilted), torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64))
     centre, _ = selection_sphere(tilted, mask)
-    for cam in sample_edit_views(tilted, mask, 6, size=32, elevation_deg=(30.0, 60.0)):
+    views = sample_edit_views(tilted, mask, 6, size=32, elevation_deg=(30.0, 60.0))
+    for cam in views:
         d = cam.center.double() - centre
         assert -float(d[1]) / float(d.norm()) > math.sin(math.radians(29))  # above, along -y
+    # Without a recorded up the product default (-y, fields.conventions) applies.
+    bare = sample_edit_views(tilted.replace(meta={}), mask, 6, size=32, elevation_deg=(30, 60))
+    assert all(torch.equal(a.viewmat, b.viewmat) for a, b in zip(views, bare, strict=True))
     # An explicit up wins over the scene's; vectors and names both parse.
-    for cam in sample_edit_views(tilted, mask, 4, size=32, up=(0, 0, 1), elevation_deg=(30, 60)):
-        assert float(cam.center[2] - centre[2]) > 0
-    assert torch.equal(parse_up([0, 0, 2]), torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
-    assert scene_up(tilted.with_meta(up="sideways"))[1] == -1.0  # unparsable: the default
+    for up, axis in (((0, 0, 2), 2), ("+x", 0)):
+        for cam in sample_edit_views(tilted, mask, 4, size=32, up=up, elevation_deg=(30, 60)):
+            d = cam.center.double() - centre
+            assert float(d[axis]) / float(d.norm()) > math.sin(math.radians(29))
     for bad in ("up", (0, 0, 0), "w"):
         with pytest.raises(ValueError, match="up"):
-            parse_up(bad)
+            TextEditConfig("a green blob", up=bad)
+        with pytest.raises(ValueError, match="up"):
+            sample_edit_views(tilted, mask, 2, up=bad)
 
 
 # ---------------------------------------------------------------------- SDS / DDS

@@ -40,7 +40,8 @@ def tiny_weights(tmp_path, monkeypatch):
     return clip_path, sam_path
 
 
-def test_clip_sam_distill_query_click(tmp_path, tiny_weights):
+@pytest.mark.parametrize("method", ["lift", "optimise"])
+def test_clip_sam_distill_query_click(tmp_path, tiny_weights, method):
     clip_path, sam_path = tiny_weights
     world = make_world(11, config=WorldConfig.preview())
     data = write_world(world, tmp_path / "world", n_views=4, width=64, height=48)
@@ -53,15 +54,19 @@ def test_clip_sam_distill_query_click(tmp_path, tiny_weights):
                 "--clip-model", "scenelab-tiny-clip", "--clip-pretrained", str(clip_path),
                 "--sam-model", "tiny", "--sam-checkpoint", str(sam_path),
                 "--steps", "12", "--dim", "8", "--all-views", "--out", str(field_path),
+                "--method", method,
             ]
         )
         == 0
     )  # fmt: skip
     field = load_field(field_path)
     scene = load_scene(scene_path)
-    assert set(field.heads) == {"clip", "sam"} and field.features.shape == (len(scene), 8)
-    assert field.head("clip").shape == (TINY_CLIP_CFG["embed_dim"], 8)
-    assert field.head("sam").shape == (256, 8)
+    # lift: one 8-channel block per teacher space (block-diagonal heads); optimise: shared 8
+    d = 16 if method == "lift" else 8
+    assert set(field.heads) == {"clip", "sam"} and field.features.shape == (len(scene), d)
+    assert field.head("clip").shape == (TINY_CLIP_CFG["embed_dim"], d)
+    assert field.head("sam").shape == (256, d)
+    field.check_scene(scene)
     assert field.meta["sam_cell_norm"] > 0
     # Teacher maps were cached: a second run computes none of them.
     cache = data / ".cache" / "teachers"

@@ -400,3 +400,120 @@ def test_sam_checkpoint_must_fit_the_model_type(sam_checkpoint, tmp_path):
 
 def test_teachers_are_registered():
     assert {"clip", "sam"} <= set(TEACHERS)
+
+
+# ---------------------------------------------------------------------------------- offline
+def _empty_hf_cache(tmp_path, monkeypatch, *, offline: bool):
+    """An empty Hugging Face cache under `tmp_path`, with HF_HUB_OFFLINE set or cleared.
+    huggingface_hub reads its environment at import time, so its constants are patched too."""
+    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    hub = tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", offline)
+    return hub
+
+
+def _no_model_building(monkeypatch):
+    """Missing weights must be found out before open_clip builds (seconds) or downloads."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("open_clip was asked to build the model")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", refuse)
+
+
+def test_clip_offline_without_cached_weights_fails_at_once(tmp_path, monkeypatch):
+    import time
+
+    from fields.features import _clip
+
+    _empty_hf_cache(tmp_path, monkeypatch, offline=True)
+    _no_model_building(monkeypatch)
+    probes = []
+    monkeypatch.setattr(_clip, "_host_reachable", lambda *a, **k: probes.append(a) or True)
+    start = time.perf_counter()
+    with pytest.raises(MissingWeightsError) as e:
+        ClipTeacher("ViT-B-16", "laion2b_s34b_b88k")
+    elapsed = time.perf_counter() - start
+    assert elapsed < 10  # a hang guard only: ~0.01 s measured, ~40 s before the cache check
+    message = str(e.value)
+    assert "https://huggingface.co/laion/CLIP-ViT-B-16-laion2B-s34B-b88K" in message
+    assert "--clip-pretrained" in message and "HF_HUB_OFFLINE is set" in message
+    assert "open_clip_pytorch_model.bin" in message
+    assert not probes  # offline means no network at all, not even the probe
+
+
+def test_clip_unreachable_hub_fails_at_once(tmp_path, monkeypatch):
+    import time
+
+    from fields.features import _clip
+
+    _empty_hf_cache(tmp_path, monkeypatch, offline=False)
+    _no_model_building(monkeypatch)
+    probes = []
+    monkeypatch.setattr(_clip, "_host_reachable", lambda url, *a: probes.append(url) or False)
+    start = time.perf_counter()
+    with pytest.raises(MissingWeightsError) as e:
+        ClipTeacher("ViT-B-16", "laion2b_s34b_b88k")
+    assert time.perf_counter() - start < 10  # hang guard
+    message = str(e.value)
+    assert "huggingface.co did not answer" in message and "--clip-pretrained" in message
+    assert probes == ["https://huggingface.co"]  # one probe, no retries
+    # An hf-hub: model id takes the same path.
+    with pytest.raises(MissingWeightsError, match="did not answer"):
+        ClipTeacher("hf-hub:scenelab/no-such-clip")
+
+
+def test_host_probe_is_bounded():
+    """The probe answers within its timeout even where nothing listens (a closed local port)."""
+    import socket
+    import time
+
+    from fields.features._clip import _host_reachable
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.perf_counter()
+    assert _host_reachable(f"http://127.0.0.1:{port}", timeout=1.0) is False
+    assert time.perf_counter() - start < 5  # hang guard
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        assert _host_reachable(f"http://127.0.0.1:{server.getsockname()[1]}", timeout=1.0)
+
+
+def test_clip_cached_hub_model_loads_without_network(tmp_path, monkeypatch):
+    """A model in the cache loads with no request at all: the probe must not run and
+    huggingface_hub runs in offline mode for the load (then back to what it was)."""
+    from fields.features import _clip
+
+    hub = _empty_hf_cache(tmp_path, monkeypatch, offline=False)
+    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = hub / "models--scenelab--tiny-clip"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    (snapshot / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG}))
+    model = tiny_clip(seed=3)
+    torch.save(model.state_dict(), snapshot / "open_clip_pytorch_model.bin")
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("a cached model must not probe the network")
+
+    monkeypatch.setattr(_clip, "_host_reachable", no_probe)
+    teacher = ClipTeacher("hf-hub:scenelab/tiny-clip")
+    assert hub_constants.HF_HUB_OFFLINE is False  # restored
+    ref = model.state_dict()
+    for key, value in teacher.model.state_dict().items():
+        assert torch.equal(value, ref[key]), key
+    assert teacher.encode_text(["mug"]).shape == (1, TINY_CLIP_CFG["embed_dim"])
