@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.select is not None and args.features is None:
         raise ValueError("--select needs --features (a feature field of the scene)")
     params = tuple(p.strip() for p in args.params.split(",") if p.strip())
-    up = _parse_up_arg(args.up)
+    up = args.up
     config = TextEditConfig(
         args.prompt,
         source_prompt=args.source_prompt,
@@ -135,18 +135,6 @@ def run(args: argparse.Namespace) -> int:
     save_scene(edited.to("cpu"), out, overwrite=args.overwrite)
     print(f"edited in {time.perf_counter() - t1:.1f} s -> {out}")
     return 0
-
-
-def _parse_up_arg(text: str | None):
-    if text is None:
-        return None
-    parts = [t for t in text.replace(",", " ").split() if t]
-    if len(parts) == 3:
-        try:
-            return tuple(float(x) for x in parts)
-        except ValueError:
-            pass
-    return text
 
 
 def _selection(args: argparse.Namespace, scene):

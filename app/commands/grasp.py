@@ -38,7 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=300, help="seed points on the object surface")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampling")
     p.add_argument(
-        "--up", type=float, nargs=3, default=None, help="world up (default: the scene's, else +z)"
+        "--up",
+        type=float,
+        nargs=3,
+        default=None,
+        help="world up (default: the scene's recorded up, else fields.conventions' default)",
     )
 
 

@@ -44,7 +44,7 @@ def build_object(name: str, *, spacing: float = SPACING, seed: int = SEED) -> Ga
     rng = np.random.default_rng([seed, sorted(OBJECTS).index(name)])
     model = CATALOGUE[kind](rng)
     config = replace(WorldConfig(), object_spacing=spacing)
-    samples = _sample_model(model, spacing, rng)
+    samples, _ = _sample_model(model, spacing, rng)
     materials = np.array([PALETTE[color], *model.secondary_colors])
     splats = _splats(
         samples, np.full(len(samples), spacing), materials[samples.material], 1, config, rng

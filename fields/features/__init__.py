@@ -28,6 +28,16 @@ from ._lift import (
     scene_views,
     teacher_levels,
 )
+from ._objects import (
+    DEFAULT_VOCABULARY,
+    ObjectList,
+    ObjectsConfig,
+    SceneObject,
+    list_objects,
+    name_objects,
+    object_vocabulary,
+    segment_objects,
+)
 from ._oracle import OracleTeacher, OracleText, SceneOracleTeacher
 from ._query import (
     CANONICAL_NEGATIVES,
@@ -69,10 +79,11 @@ from ._textquery import (
     language_space,
     split_terms,
 )
-from ._views import cameras_from_meta, cameras_to_meta, teacher_cameras  # noqa: F401
+from ._views import cameras_from_meta, cameras_to_meta, surrounds, teacher_cameras
 
 __all__ = [
     "CANONICAL_NEGATIVES",
+    "DEFAULT_VOCABULARY",
     "LANGUAGE_SPACES",
     "TEACHERS",
     "TEXT_ENCODERS",
@@ -85,11 +96,14 @@ __all__ = [
     "FieldQuery",
     "LiftConfig",
     "MissingWeightsError",
+    "ObjectList",
+    "ObjectsConfig",
     "OracleTeacher",
     "OracleText",
     "QueryResult",
     "SamDecoder",
     "SamTeacher",
+    "SceneObject",
     "SceneOracleTeacher",
     "SceneViews",
     "Teacher",
@@ -100,6 +114,8 @@ __all__ = [
     "auto_threshold",
     "build_teacher",
     "build_text_encoder",
+    "cameras_from_meta",
+    "cameras_to_meta",
     "closed_vocabulary",
     "connected_to",
     "decoded_norms",
@@ -109,11 +125,14 @@ __all__ = [
     "grow_by_affinity",
     "language_space",
     "lift",
-    "lift_values",
     "lift_mask",
+    "lift_values",
+    "list_objects",
     "load_field",
+    "name_objects",
     "native_side",
     "negatives_for",
+    "object_vocabulary",
     "observed_gaussians",
     "otsu_threshold",
     "query",
@@ -124,6 +143,9 @@ __all__ = [
     "scene_fingerprint",
     "scene_views",
     "segment_click",
+    "segment_objects",
     "split_terms",
+    "surrounds",
+    "teacher_cameras",
     "teacher_levels",
 ]

@@ -49,7 +49,16 @@ from ._distill import fill_unseen
 from ._io import DEFAULT_LEVELS, FeatureField
 from ._teacher import Teacher, TeacherCache, check_map
 
-__all__ = ["LiftConfig", "SceneViews", "ViewSource", "lift", "lift_values", "native_side", "scene_views", "teacher_levels"]
+__all__ = [
+    "LiftConfig",
+    "SceneViews",
+    "ViewSource",
+    "lift",
+    "lift_values",
+    "native_side",
+    "scene_views",
+    "teacher_levels",
+]
 
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
 

@@ -4,16 +4,17 @@
     for obj in objects:                       # largest first
         obj.name, obj.score, obj.count, obj.indices   # indices: int64, file order
 
-1. `segment_objects` partitions the Gaussians: the field's unit features of a voxel-downsampled
-   set of opaque splats are clustered (average-linkage dendrogram on the cosine distance, cut
-   at its most persistent level, never between clusters closer than
-   `ObjectsConfig.min_separation`); every splat joins its nearest cluster centre; each cluster
-   is split into spatially connected pieces (voxel hashing as `connected_to`, the gap a multiple
-   of the cluster's own median nearest-neighbour spacing — a table's legs are sampled more
-   sparsely than a mug); pieces smaller than the minimum size join the piece of their nearest
-   neighbour (the noise at contact rings and edges), transparent splats likewise at the end.
-   Feature clusters only need to tell touching things apart: two mugs far apart share a cluster
-   and come out as two objects from the spatial split.
+1. `segment_objects` partitions the Gaussians: the unit features of a voxel-downsampled set of
+   opaque splats that agree with their spatial neighbours are clustered (average-linkage
+   dendrogram on the cosine distance, cut at its most persistent level, never between clusters
+   closer than `ObjectsConfig.min_separation`); every splat joins its nearest cluster centre;
+   each cluster is split into spatially connected pieces (voxel hashing as `connected_to`, the
+   gap a multiple of the cluster's own median nearest-neighbour spacing — a table's legs are
+   sampled more sparsely than a mug); pieces smaller than the minimum size, and thin layers
+   between two larger pieces (hidden contact surfaces of distilled fields), join the piece of
+   their nearest neighbour, transparent splats likewise at the end. Feature clusters only need
+   to tell touching things apart: two mugs far apart share a cluster and come out as two
+   objects from the spatial split.
 2. `name_objects`: each object's name is the vocabulary term with the highest LERF relevancy
    (against the canonical negatives, `fields.features._query`) of the object's mean unit
    feature; the score is that relevancy.
@@ -193,8 +194,8 @@ def segment_objects(
         offset += count
     reach = config.attach_factor * (max(gaps) if gaps else 0.0)
 
-    # 4. Pieces below the minimum size, and secondary pieces sandwiched between others, join
-    # the piece of their nearest neighbour among the rest.
+    # 4. Pieces below the minimum size, and layers sandwiched between larger pieces, join the
+    # piece of their nearest neighbour among the rest.
     min_size = max(config.min_size, math.ceil(config.min_fraction * len(core)))
     sizes = np.bincount(piece, minlength=offset)
     kept = sizes >= min_size
@@ -212,11 +213,15 @@ def segment_objects(
         seeded = label[core] >= 0
         label[rest] = _nearest_label(core_points[seeded], label[core][seeded], points[rest], reach)
 
-    counts = np.bincount(label[label >= 0], minlength=offset)
-    ids = [int(i) for i in np.nonzero(counts)[0]]
-    first = {int(i): int(np.argmax(label == i)) for i in ids}  # tie-break: file order
-    ids.sort(key=lambda i: (-counts[i], first[i]))
-    return [torch.from_numpy(np.nonzero(label == i)[0].astype(np.int64)) for i in ids]
+    # Objects largest first (ties: the one whose first Gaussian comes first), indices in file
+    # order: a stable sort by label keeps file order inside each label.
+    assigned = np.nonzero(label >= 0)[0]
+    order = assigned[np.argsort(label[assigned], kind="stable")]
+    ids, starts, counts = np.unique(label[order], return_index=True, return_counts=True)
+    rank = sorted(range(len(ids)), key=lambda j: (-counts[j], order[starts[j]]))
+    return [
+        torch.from_numpy(order[starts[j] : starts[j] + counts[j]].astype(np.int64)) for j in rank
+    ]
 
 
 def _sandwiched(

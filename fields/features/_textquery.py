@@ -42,7 +42,6 @@ from ._query import (
     TEMPERATURE,
     FieldQuery,
     _otsu_from_hist,
-    auto_threshold,
     decoded_norms,
     fold_texts,
     negatives_for,
@@ -53,7 +52,9 @@ __all__ = ["LANGUAGE_SPACES", "TextQuery", "TextQueryResult", "language_space", 
 
 LANGUAGE_SPACES = ("clip", "oracle")  # heads a text can be compared in, in order of preference
 MIN_MARGIN = 0.55  # best relevancy must reach this (the text beats every negative by a margin)
-MIN_SEPARATION = 0.72  # Otsu effectiveness of a histogram with a separated upper mode
+MIN_SEPARATION = (
+    0.6  # Otsu effectiveness below this: no separated upper mode (one normal mode: 0.64)
+)
 LEVEL_SAMPLE = 65_536  # Gaussians scored per level to pick the level
 LEVEL_TIE = 1e-3
 
@@ -151,6 +152,7 @@ class TextQuery:
         self._lock = threading.RLock()
         self._texts: dict[str, Tensor] = {}
         self._fq: dict[int, FieldQuery] = {}
+        self._samples: list[FieldQuery] | None = None
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -226,16 +228,15 @@ class TextQuery:
             if within.shape[0] != n:
                 raise ValueError(f"within must be [{n}] bool, got {tuple(within.shape)}")
         pos_emb, neg_emb = self.encode(positives), self.encode(negs)
-        scores = self._level_scores(pos_emb, neg_emb, within)
         if level == "auto":
+            scores = self._level_scores(pos_emb, neg_emb, within)
             li = _pick_level(scores)
         else:
             li = self.field.level_index(level)
+            scores = [float("nan")] * len(self.levels)
         rel = self.field_query(li).relevancy(pos_emb, neg_emb)
         stats = rel if within is None else rel[within]
-        best = _best(stats)
-        separation = otsu_separation(stats)
-        auto = auto_threshold(stats)
+        auto, separation, best = relevancy_stats(stats)
         thr = auto if threshold is None else float(threshold)
         mask = rel > thr
         if within is not None:
@@ -266,32 +267,34 @@ class TextQuery:
         return self.query(text, negatives, **kw).mask
 
     def _level_scores(self, pos: Tensor, neg: Tensor, within: Tensor | None) -> list[float]:
+        """Per level, the best relevancy on a sample of the Gaussians (of `within` for a part
+        query): what the automatic level choice compares."""
         if len(self.levels) == 1:
             return [float("nan")]
         if within is None:
-            samples = self._level_samples()
+            queries = self._level_samples()
         else:  # a part query: the candidates' own features (usually few)
             idx = within.nonzero()[:, 0]
             if idx.numel() > LEVEL_SAMPLE:
                 idx = idx[:: idx.numel() // LEVEL_SAMPLE]
+            if idx.numel() == 0:
+                return [0.0] * len(self.levels)
             d = self.field.dim
-            samples = [
-                self.features[idx, li * d : (li + 1) * d].contiguous()
+            queries = [
+                FieldQuery(self.features[idx, li * d : (li + 1) * d], self.head)
                 for li in range(len(self.levels))
             ]
-        return [
-            _best(_relevancy_of(f, self.head, pos, neg)) if f.shape[0] else 0.0 for f in samples
-        ]
+        return [relevancy_stats(q.relevancy(pos, neg))[2] for q in queries]
 
-    def _level_samples(self) -> list[Tensor]:
-        """Per level, a strided sample of the features [<=2·LEVEL_SAMPLE, d], contiguous (cached:
-        the level choice then costs a small product per query)."""
+    def _level_samples(self) -> list[FieldQuery]:
+        """Per level, a `FieldQuery` over a strided sample of about LEVEL_SAMPLE Gaussians
+        (cached: the level choice then costs two small products per query)."""
         with self._lock:
-            if not hasattr(self, "_samples"):
+            if self._samples is None:
                 step = max(1, len(self) // LEVEL_SAMPLE)
                 d = self.field.dim
                 self._samples = [
-                    self.features[::step, li * d : (li + 1) * d].contiguous()
+                    FieldQuery(self.features[::step, li * d : (li + 1) * d], self.head)
                     for li in range(len(self.levels))
                 ]
             return self._samples
@@ -404,13 +407,37 @@ def _relevancy_of(features: Tensor, head: Tensor, pos: Tensor, neg: Tensor) -> T
     return torch.sigmoid(TEMPERATURE * margin.max(dim=1).values)
 
 
-def _best(rel: Tensor) -> float:
-    """A robust maximum: the mean of the top 0.1% (at least 5) relevancies."""
-    if rel.numel() == 0:
-        return 0.0
-    k = max(5, rel.numel() // 1000)
-    k = min(k, rel.numel())
-    return float(rel.reshape(-1).topk(k).values.mean())
+STATS_SAMPLE = 262_144  # relevancies histogrammed for the threshold and the confidence
+
+
+def relevancy_stats(rel: Tensor, bins: int = 256) -> tuple[float, float, float]:
+    """(automatic threshold, separation, best) of a relevancy vector from ONE histogram over
+    [0.5, 1] of (a strided sample of at most STATS_SAMPLE of) its values:
+    - the threshold is `auto_threshold`'s (Otsu over the candidates above one half);
+    - the separation is Otsu's effectiveness with everything below one half as one lump
+      (`otsu_separation`);
+    - best is a robust maximum: the mean of the top 0.1% (at least 5) values."""
+    rel = rel.reshape(-1)
+    n = rel.numel()
+    if n == 0:
+        return 0.5, 0.0, 0.0
+    if n > STATS_SAMPLE:
+        rel = rel[:: n // STATS_SAMPLE]
+        n = rel.numel()
+    hist = torch.histc(rel.float(), bins=bins, min=0.5, max=1.0).double()
+    above = float(hist.sum())
+    threshold = max(_otsu_from_hist(hist, 0.5, 1.0), 0.5) if above >= 2 else 0.5
+    k = min(n, max(5, n // 1000))
+    if above >= k:
+        counts = hist.flip(0)
+        take = torch.minimum(counts, (k - (counts.cumsum(0) - counts)).clamp_min(0))
+        centres = (0.5 + 0.5 * (torch.arange(bins, dtype=torch.float64) + 0.5) / bins).flip(0)
+        best = float((take * centres).sum() / k)
+    else:
+        best = float(rel.float().topk(k).values.mean())
+    lumped = hist.clone()
+    lumped[0] += n - above  # values below one half count at one half
+    return threshold, _effectiveness(lumped, 0.5, 1.0), best
 
 
 def _pick_level(scores: list[float]) -> int:
@@ -424,22 +451,26 @@ def _pick_level(scores: list[float]) -> int:
 def otsu_separation(values: Tensor, bins: int = 128, lo: float = 0.5) -> float:
     """Otsu's effectiveness η = σ²_between / σ²_total of the relevancies clamped to [`lo`, 1] at
     Otsu's cut: near 1 for two well separated modes, about 0.64 for one normal mode, 0 for a
-    constant."""
-    # Everything below `lo` (a negative wins there) counts as one lump at `lo`: the lower class
-    # of a clean answer, so a field whose candidates all sit near 1 still reads as separated.
+    constant. Everything below `lo` (a negative wins there) counts as one lump at `lo`: the lower
+    class of a clean answer, so a field whose candidates all sit near 1 still reads as
+    separated."""
     values = values.reshape(-1).float().clamp(lo, 1.0)
     if values.numel() < 2:
         return 0.0
-    hist = torch.histc(values, bins=bins, min=lo, max=1.0).double()
+    return _effectiveness(torch.histc(values, bins=bins, min=lo, max=1.0).double(), lo, 1.0)
+
+
+def _effectiveness(hist: Tensor, lo: float, hi: float) -> float:
     total = hist.sum()
-    if total < 2:
+    if float(total) < 2:
         return 0.0
-    centres = lo + (1.0 - lo) * (torch.arange(bins, dtype=torch.float64) + 0.5) / bins
+    bins = hist.numel()
+    centres = lo + (hi - lo) * (torch.arange(bins, dtype=torch.float64) + 0.5) / bins
     mean = (hist * centres).sum() / total
     var = (hist * (centres - mean) ** 2).sum() / total
     if float(var) <= 1e-12:
         return 0.0
-    cut = _otsu_from_hist(hist, lo, 1.0)
+    cut = _otsu_from_hist(hist, lo, hi)
     lower = centres < cut
     w0 = hist[lower].sum() / total
     w1 = 1 - w0

@@ -61,7 +61,7 @@ from ..conventions import (
     scene_up,
     weighted_quantiles,
 )
-from ..rendering import accumulate_weights
+from ..rendering import accumulate_weights, render
 from ..scene import GaussianScene
 
 __all__ = ["cameras_from_meta", "cameras_to_meta", "surrounds", "teacher_cameras"]
@@ -70,6 +70,7 @@ SIGNIFICANT_OPACITY = 0.1  # splats at least this opaque must be observed
 OBSERVED_WEIGHT = 0.1  # summed blending weight at which a view observes a splat (as _eval.py)
 _INSIDE_FOV_DEG = 90.0
 _COS_30 = math.cos(math.radians(30.0))
+_MAX_POINTS = 500_000  # geometry and coverage statistics use at most this many splats
 _EVAL_MAX_SIDE = 256  # coverage is measured at most at this long side (a conservative estimate)
 _TRUSTED_RINGS = (-20.0, 10.0, 35.0, 60.0)  # elevations when the scene says which way is up
 _GUESSED_RINGS = (-50.0, -15.0, 15.0, 50.0)  # ... when up is only the default guess
@@ -116,8 +117,11 @@ def cameras_from_meta(meta: Mapping[str, Any]) -> list[Camera] | None:
             raise ValueError(f"{where}: width and height must be integers") from None
         K = _matrix(rec["K"], (3, 3), f"{where}.K")
         c2w = _matrix(rec["c2w"], (4, 4), f"{where}.c2w")
-        if abs(np.linalg.det(c2w[:3, :3]) - 1.0) > 1e-3:
-            raise ValueError(f"{where}.c2w: its 3x3 block is not a rotation (det != 1)")
+        R = c2w[:3, :3]
+        if np.abs(R @ R.T - np.eye(3)).max() > 1e-3 or np.linalg.det(R) < 0:
+            raise ValueError(f"{where}.c2w: its upper-left 3x3 block is not a rotation")
+        if np.abs(c2w[3] - [0.0, 0.0, 0.0, 1.0]).max() > 1e-6:
+            raise ValueError(f"{where}.c2w: the last row must be [0, 0, 0, 1]")
         try:
             cams.append(
                 Camera.from_c2w(
@@ -146,7 +150,7 @@ def _matrix(value: Any, shape: tuple[int, int], where: str) -> np.ndarray:
 class _Extent:
     """Where a scene's significant mass lies, in world coordinates."""
 
-    points: np.ndarray  # [M,3] significant splat centres (float64)
+    points: np.ndarray  # [M,3] significant splat centres (float64; a sample of big scenes)
     weights: np.ndarray  # [M] their opacities
     index: np.ndarray  # [M] their indices in the scene
     up: np.ndarray  # [3]
@@ -165,6 +169,7 @@ def _extent(scene: GaussianScene, up: UpSpec | None) -> _Extent:
     index = np.flatnonzero(opac > SIGNIFICANT_OPACITY)
     if len(index) == 0:  # nothing is opaque: frame whatever is there
         index = np.arange(len(scene))
+    index = index[:: max(1, len(index) // _MAX_POINTS)]  # an even sample of big scenes
     pts, w = means[index], opac[index]
     local = pts @ basis.T
     if len(pts) >= 100:
@@ -231,7 +236,7 @@ def _clearance(points: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     out = []
     for c in torch.from_numpy(np.ascontiguousarray(candidates)).split(64):
         best = torch.full((len(c),), math.inf, dtype=torch.float64)
-        for chunk in p.split(200_000):
+        for chunk in p.split(100_000):
             best = torch.minimum(best, torch.cdist(c, chunk).amin(1))
         out.append(best)
     return torch.cat(out).numpy()
@@ -334,7 +339,14 @@ def _inside_views(
         corners = [np.array(c, dtype=np.float64) / math.sqrt(3) for c in np.ndindex(2, 2, 2)]
         local = [*np.eye(3), *-np.eye(3), *[2 * c - 1 / math.sqrt(3) for c in corners]]
         dirs = [v / np.linalg.norm(v) @ ext.basis for v in local]
-    # Half way to the shell in each direction (its nearest splats within 25 degrees).
+    # Far enough that the content fills the frame, at most half way to the shell in that
+    # direction (its nearest splats within 25 degrees). The content's own field of view:
+    # fewer pixels per splat would leave dense surfaces under-observed.
+    spread = float(
+        weighted_quantiles(np.linalg.norm(content - target, axis=1), ext.weights[inner], (0.9,))[0]
+    )
+    fit = fit_distance(spread, fov_deg, 1.05)
+    K_in = pinhole_K(width, height, fov_deg)
     rel = ext.points[shell] - target
     dist = np.linalg.norm(rel, axis=1)
     unit = rel / np.maximum(dist, 1e-300)[:, None]
@@ -342,13 +354,12 @@ def _inside_views(
     for v in dirs:
         cone = unit @ v > math.cos(math.radians(25.0))
         wall = float(np.quantile(dist[cone], 0.05)) if cone.any() else r90
-        eyes.append(target + 0.5 * wall * v)
+        eyes.append(target + min(fit, 0.5 * wall) * v)
     room = _clearance(ext.points, np.stack(eyes))
     for j, eye_j in enumerate(eyes):
         if room[j] > 0.01 * ext.radius:
-            cams.append(
-                look_at_camera(eye_j, target, ext.up, K, width, height, f"inside_in_{j:02d}")
-            )
+            name = f"inside_in_{j:02d}"
+            cams.append(look_at_camera(eye_j, target, ext.up, K_in, width, height, name))
     return cams
 
 
@@ -385,8 +396,6 @@ def _free_directions(
     """Lines of sight out of `target`: a 32x32-per-face cube map rendered from it, ignoring
     what lies within `skip` (the cluster itself). Returns (unit directions [P,3], alpha [P],
     distance to the first surface [P], inf where the line is free)."""
-    from ..rendering import render
-
     side = 32
     K = pinhole_K(side, side, 90.0)
     pix = (torch.arange(side, dtype=torch.float64) + 0.5 - side / 2) / float(K[0, 0])
@@ -541,7 +550,12 @@ def teacher_cameras(
     axis (`up`, else `fields.conventions.scene_up`), a top-down view (and a bottom-up one when
     up is only the default guess), inside views for scenes that surround their centre, then up to
     `max_extra` views aimed at what no view observes yet, until `min_coverage` of the
-    significant splats (opacity > 0.1) are observed. `fov_deg` spans the shorter image side."""
+    significant splats (opacity > 0.1) are observed. `fov_deg` spans the shorter image side.
+
+    Views are named by kind: "orbit_<ring>_<j>", "top", "bottom", "inside_out_<j>",
+    "inside_up", "inside_down", "inside_in_<j>", "cover_<j>". Render them with a near plane
+    below the scene's scale: `render`'s default 1 cm clips a scene a few centimetres across
+    (this function measures coverage with near = min(1 cm, radius / 1000))."""
     width, height = int(width), int(height)
     if width < 8 or height < 8:
         raise ValueError(f"teacher views need at least 8x8 pixels, got {width}x{height}")

@@ -157,11 +157,6 @@ class _TowardsImage:
         return ((images - self.value) ** 2).mean()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fields.features.TextQuery: a perfectly separated match (every candidate above 0.5 "
-    "in one histogram bin) scores separation 0.0 and is judged not confident",
-)
 def test_text_to_3d_job(make_viewer, world):
     app = make_viewer(field=oracle_like_field(world.scene, world.label_names))
     panel = app.insert_panel

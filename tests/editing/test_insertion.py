@@ -153,7 +153,7 @@ def test_feature_extra_is_filled_and_other_extras_kept(world, objects):
     )
     T = torch.eye(4, dtype=torch.float64)
     new, mask = editing.insert_object(scene, objects["ball"], T, name="ball")
-    assert set(new.extras) == {"label", "feature", "hidden"}
+    assert set(new.extras) == {"label", "part", "feature", "hidden"}
     assert torch.equal(new.extras["feature"][~mask], scene.extras["feature"])
     assert not new.extras["hidden"][mask].any()
     given = torch.ones(int(mask.sum()), 5)

@@ -29,7 +29,9 @@ from fields.synthetic import WorldConfig, make_world, write_world
 def _camera(width=48, height=36, eye=(0.0, 0.0, -4.0)) -> Camera:
     f = 0.5 * width / math.tan(math.radians(25))
     K = torch.tensor([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
-    return Camera.look_at(torch.tensor(eye), torch.zeros(3), torch.tensor([0.0, -1, 0]), K, width, height)
+    return Camera.look_at(
+        torch.tensor(eye), torch.zeros(3), torch.tensor([0.0, -1, 0]), K, width, height
+    )
 
 
 def _blobs(n=200, seed=0) -> GaussianScene:
@@ -53,7 +55,9 @@ class _MapTeacher:
         for i, c in enumerate(cameras):
             m = torch.randn(c.height, c.width, self.dim, generator=g)
             yy, xx = torch.meshgrid(torch.arange(c.height), torch.arange(c.width), indexing="ij")
-            m[(yy - c.height / 2) ** 2 + (xx - c.width / 2) ** 2 > (0.45 * c.width) ** 2] = float("nan")
+            m[(yy - c.height / 2) ** 2 + (xx - c.width / 2) ** 2 > (0.45 * c.width) ** 2] = float(
+                "nan"
+            )
             self.maps[f"v{i}"] = m
 
     def config(self):

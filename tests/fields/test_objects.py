@@ -128,6 +128,16 @@ def test_list_objects_names_from_the_fields_labels(world):
         lo, hi = torch.tensor(obj.bbox)
         pts = scene.means[obj.indices]
         assert torch.allclose(pts.min(0).values, lo) and torch.allclose(pts.max(0).values, hi)
+    # A field with levels: objects come from the first (whole objects), whatever the others.
+    noise = torch.randn(len(scene), 16, generator=torch.Generator().manual_seed(9))
+    levelled = FeatureField(
+        torch.cat([field.features, noise], dim=1),
+        field.heads,
+        teachers=field.teachers,
+        levels=("whole", "part"),
+    )
+    again = list_objects(levelled, scene.means, scene.opacities, encode, "oracle")
+    assert [(o.name, o.count) for o in again] == [(o.name, o.count) for o in result]
     js = result.to_json()
     assert js["num_gaussians"] == len(scene) and js["vocabulary_size"] == len(result.vocabulary)
     assert set(js["objects"][0]) == {"id", "name", "score", "count", "bbox", "indices"}
@@ -188,12 +198,37 @@ def test_transparent_splats_neither_seed_nor_stray(small_world):
     objects = segment_objects(oracle_features(lab, all_names, head), means, opacities=opac)
     assert len(objects) == len(names)
     n = len(scene)
-    i, score = best_match(objects, torch.cat([labels == 1, torch.ones(300, dtype=torch.bool), torch.zeros(300, dtype=torch.bool)]))  # fmt: skip
-    assert score >= 0.95
+    on_book = torch.cat([labels == 1, torch.ones(300, dtype=torch.bool), torch.zeros(300, dtype=torch.bool)])  # fmt: skip
+    assert best_match(objects, on_book)[1] >= 0.95
     assert not bool((torch.cat(objects) >= n + 300).any())  # the far ones are in no object
     # Without opacities the ghosts are opaque and make objects of their own.
     opaque = segment_objects(oracle_features(lab, all_names, head), means)
     assert any(bool((o >= n + 300).all()) for o in opaque)
+
+
+def test_layers_between_objects_are_not_objects(small_world):
+    """A distilled field gives hidden contact surfaces (an object's base on the table) the
+    features of something else: that layer, touching the object above and the table below,
+    must join them, not become an object (it does when the contact test is off)."""
+    scene, names = small_world.scene, small_world.label_names
+    labels = scene.extras["label"].long()
+    base = scene.means[:, 2] < small_world.table_top_z + 0.004
+
+    def layer(k):
+        return (labels == k) & base
+
+    candidates = [k for k in names if k and 0.3 * int((labels == k).sum()) > int(layer(k).sum())]
+    k = max(candidates, key=lambda k: int(layer(k).sum()))
+    assert int(layer(k).sum()) >= 100  # above the minimum object size
+    contaminated = torch.where(layer(k), 99, labels)
+    all_names = {**names, 99: "ghost"}
+    head = oracle_head([all_names[i] for i in sorted(all_names)], seed=6)
+    feats = oracle_features(contaminated, all_names, head)
+    objects = segment_objects(feats, scene.means, opacities=scene.opacities)
+    assert len(objects) == len(names)
+    assert best_match(objects, labels == k)[1] >= 0.85
+    off = ObjectsConfig(max_contact=1.0)
+    assert len(segment_objects(feats, scene.means, opacities=scene.opacities, config=off)) == len(names) + 1  # fmt: skip
 
 
 def test_min_size_drops_or_merges_small_pieces(small_world):

@@ -247,11 +247,15 @@ def test_click_segmenter_reuses_the_view(world_data):
     seg.set_view(camera)
     for points in ([[48, 40]], [[20, 30], [70, 50]]):
         res = seg.predict(points=points, labels=[1] * len(points))
-        fresh = segment_click(world.scene, field, decoder, camera, points=points, labels=[1] * len(points))
+        fresh = segment_click(
+            world.scene, field, decoder, camera, points=points, labels=[1] * len(points)
+        )
         assert torch.equal(res.mask2d, fresh.mask2d)
         assert torch.equal(res.mask3d, fresh.mask3d)
         seed, _, _ = lift_mask(world.scene, camera, res.mask2d)
         assert int((seed ^ seg.seed).sum()) <= max(2, int(seed.sum()) // 100)
     assert seg.regrow(1.0).sum() >= seg.regrow(0.0).sum()
     with pytest.raises(ValueError, match="SAM head"):
-        ClickSegmenter(world.scene, FeatureField(field.features, {"clip": torch.randn(4, 8)}), decoder)
+        ClickSegmenter(
+            world.scene, FeatureField(field.features, {"clip": torch.randn(4, 8)}), decoder
+        )
