@@ -28,7 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="dataset the scene was trained from (default: none; the scene's own renders)",
     )
-    p.add_argument("--teacher", default="oracle", help="comma-separated teacher names")
+    p.add_argument(
+        "--teacher",
+        default="oracle",
+        help="comma-separated teacher names: oracle, clip, sam, clip-levels (CLIP pooled in "
+        "SAM's automatic masks at whole / part / subpart levels; needs both weights)",
+    )
     p.add_argument(
         "--method",
         choices=["lift", "optimise"],
@@ -83,11 +88,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def teacher_options(name: str, args: argparse.Namespace) -> dict:
     """Options a teacher's builder takes, from the command line."""
+    clip = {"model": args.clip_model, "pretrained": args.clip_pretrained}
+    ckpt = None if args.sam_checkpoint is None else str(args.sam_checkpoint)
+    sam = {"model_type": args.sam_model, "checkpoint": ckpt}
     if name == "clip":
-        return {"model": args.clip_model, "pretrained": args.clip_pretrained}
+        return clip
     if name == "sam":
-        ckpt = None if args.sam_checkpoint is None else str(args.sam_checkpoint)
-        return {"model_type": args.sam_model, "checkpoint": ckpt}
+        return sam
+    if name == "clip-levels":  # CLIP pooled in SAM's automatic masks: needs both
+        return {**clip, **sam}
     return {}
 
 

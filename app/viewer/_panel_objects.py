@@ -13,14 +13,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fields import GaussianScene
-from fields.features import FeatureField, split_terms
+from fields.features import list_objects, split_terms
 
 from ._state import FIELD
-
-try:  # public once fields.features re-exports it
-    from fields.features import list_objects
-except ImportError:  # pragma: no cover - until then
-    from fields.features._objects import list_objects
 
 if TYPE_CHECKING:
     from ._app import ViewerApp
@@ -70,7 +65,7 @@ class ObjectsPanel:
         def job(ctx):
             ctx.progress(0.1, "clustering the features")
             objects = list_objects(
-                _single_level(field), scene.means, scene.opacities, tq.encode, tq.space, words
+                field, scene.means, scene.opacities, tq.encode, tq.space, words, level=0
             )
             ctx.check()
             self.objects, self._scene = objects, scene
@@ -116,10 +111,3 @@ class ObjectsPanel:
 
 def row_label(obj: Any) -> str:
     return f"{obj.name} · {obj.count:,} · {obj.score:.2f}"
-
-
-def _single_level(field: FeatureField) -> FeatureField:
-    """The coarsest level of a multi-level field (objects are wholes)."""
-    if len(field.levels) == 1:
-        return field
-    return FeatureField(field.level(0), field.heads, teachers=field.teachers, meta=field.meta)

@@ -13,11 +13,12 @@ Teachers implement the small `Teacher` protocol and register a builder in `TEACH
 sides register in `TEXT_ENCODERS` (by space) so a saved field can be queried on its own.
 """
 
-from . import _clip, _sam  # noqa: F401  (register the CLIP and SAM teachers; imports stay lazy)
+from . import _clip, _levels, _sam  # noqa: F401  (register the teachers; imports stay lazy)
 from ._clip import ClipTeacher, MissingWeightsError
 from ._distill import DistillConfig, distill
 from ._eval import evaluate_queries, observed_gaussians
 from ._io import FeatureField, FieldMismatchError, load_field, scene_fingerprint
+from ._levels import ClipLevelsTeacher, level_maps
 from ._lift import (
     LiftConfig,
     SceneViews,
@@ -89,6 +90,7 @@ __all__ = [
     "TEXT_ENCODERS",
     "ClickResult",
     "ClickSegmenter",
+    "ClipLevelsTeacher",
     "ClipTeacher",
     "DistillConfig",
     "FeatureField",
@@ -124,6 +126,7 @@ __all__ = [
     "evaluate_queries",
     "grow_by_affinity",
     "language_space",
+    "level_maps",
     "lift",
     "lift_mask",
     "lift_values",

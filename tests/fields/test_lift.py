@@ -239,3 +239,29 @@ def test_field_belongs_to_its_scene(world_data, tmp_path):
 def test_scene_oracle_needs_labels():
     with pytest.raises(ValueError, match="labelled scene"):
         SceneOracleTeacher(_blobs())
+
+
+@pytest.mark.parametrize("seed", [2, 6])
+def test_object_list_on_a_lifted_field(seed):
+    """Dataset-free lifting, then "segment everything": every object of the world comes back
+    with IoU >= 0.7 and its own name."""
+    from fields.features import list_objects
+
+    world = make_world(seed, config=WorldConfig.preview())
+    scene = world.scene
+    teacher = SceneOracleTeacher(scene)
+    field = lift(scene, scene_views(scene, [teacher], side=192), [teacher])
+    tq = TextQuery(field)
+    objects = list_objects(field, scene.means, scene.opacities, tq.encode, tq.space)
+    labels = scene.extras["label"].long()
+    for k, name in world.label_names.items():
+        gt = labels == k
+        best = max(
+            (
+                int(gt[o.indices].sum())
+                / (len(o.indices) + int(gt.sum()) - int(gt[o.indices].sum())),
+                o.name,
+            )
+            for o in objects
+        )
+        assert best[0] >= 0.7 and best[1] == name, (name, best)
