@@ -19,8 +19,9 @@ backward pass and an O(N·d) affinity pass — never SAM's image encoder:
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,6 +240,7 @@ def grow_by_affinity(
     weights: Tensor | None = None,  # [N] seed weights for the mean feature (e.g. w_in)
     means: Tensor | None = None,  # [N, 3] Gaussian centres: restrict growth spatially
     gap: float | None = None,
+    graph: Callable[[float], VoxelGraph] | None = None,
 ) -> Tensor:
     """[N] bool: the Gaussians whose feature is similar enough to the seed's (robust) mean
     feature, with `granularity` in [0, 1] setting the cosine threshold
@@ -250,7 +252,9 @@ def grow_by_affinity(
     With `means`, growth stays spatially connected to the seed: only the similar Gaussians
     linked to a (similar) seed member through chains of similar Gaussians at most about `gap`
     apart are kept (`connected_to`), so a second mug across the room is not grabbed along with
-    the clicked one. `gap` defaults to twice the seed's median nearest-neighbour spacing
+    the clicked one (`graph(gap)`, when given, returns a prebuilt `VoxelGraph` of all the
+    means for that gap, so repeated growth skips the hashing). `gap` defaults to twice the
+    seed's median nearest-neighbour spacing
     (surfaces are sampled densely; separate objects stand further apart than that)."""
     n = field_features.shape[0]
     if field_features.ndim != 2 or seed_mask.shape != (n,):
@@ -272,6 +276,8 @@ def grow_by_affinity(
         gap = 2.0 * _median_spacing(points[seed.numpy()])
     if not gap > 0:
         return mask
+    if graph is not None:  # a prebuilt adjacency of all the points (`VoxelGraph`)
+        return torch.from_numpy(graph(float(gap)).connected(mask.numpy(), seed.numpy()))
     idx = mask.nonzero()[:, 0]
     keep = connected_to(points[idx.numpy()], seed[idx].numpy(), float(gap))
     out = torch.zeros(n, dtype=torch.bool)
@@ -300,33 +306,70 @@ def connected_to(
     points in the same or adjacent (26-neighbourhood) voxels of side `gap` — so points closer
     than `gap` always link, points further than 2·sqrt(3)·`gap` never do. O(M log M): voxels
     are hashed, not allocated as a dense grid."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     if len(points) == 0 or not start.any():
         return np.zeros(len(points), dtype=bool)
-    cells = np.floor((points - points.min(0)) / gap).astype(np.int64) + 1  # +1: room for -1
-    dims = cells.max(0) + 2
-    codes = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
-    voxels, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-    coords = cells[first]
-    src, dst = [np.arange(len(voxels))], [np.arange(len(voxels))]
-    for dx in (-1, 0, 1):
-        for dy in (-1, 0, 1):
-            for dz in (-1, 0, 1):
-                if (dx, dy, dz) <= (0, 0, 0):  # each undirected pair once
-                    continue
-                nb = coords + np.array([dx, dy, dz])
-                ncode = (nb[:, 0] * dims[1] + nb[:, 1]) * dims[2] + nb[:, 2]
-                pos = np.searchsorted(voxels, ncode).clip(max=len(voxels) - 1)
-                hit = voxels[pos] == ncode
-                src.append(np.nonzero(hit)[0])
-                dst.append(pos[hit])
-    a, b = np.concatenate(src), np.concatenate(dst)
-    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(len(voxels),) * 2)
-    _, component = connected_components(graph, directed=False)
-    per_point = component[inverse.reshape(-1)]
-    return np.isin(per_point, np.unique(per_point[start]))
+    return VoxelGraph(points, gap).connected(np.ones(len(points), dtype=bool), start)
+
+
+class VoxelGraph:
+    """The voxel adjacency of a point set (voxels of side `gap`, 26-neighbourhood), built once,
+    so that connectivity within any subset of the points is one connected-components pass over
+    the voxels that subset occupies (`connected`): what repeated clicks on one scene need."""
+
+    def __init__(self, points: np.ndarray, gap: float) -> None:  # points [M, 3]
+        if not gap > 0:
+            raise ValueError(f"gap must be positive, got {gap}")
+        self.gap = float(gap)
+        self.size = len(points)
+        if self.size == 0:
+            self.inverse = np.zeros(0, dtype=np.int64)
+            self.n_voxels = 0
+            self.edges = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+            return
+        cells = np.floor((points - points.min(0)) / gap).astype(np.int64) + 1  # +1: room for -1
+        dims = cells.max(0) + 2
+        codes = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
+        voxels, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        coords = cells[first]
+        src, dst = [], []
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                for dz in (-1, 0, 1):
+                    if (dx, dy, dz) <= (0, 0, 0):  # each undirected pair once
+                        continue
+                    nb = coords + np.array([dx, dy, dz])
+                    ncode = (nb[:, 0] * dims[1] + nb[:, 1]) * dims[2] + nb[:, 2]
+                    pos = np.searchsorted(voxels, ncode).clip(max=len(voxels) - 1)
+                    hit = voxels[pos] == ncode
+                    src.append(np.nonzero(hit)[0])
+                    dst.append(pos[hit])
+        self.inverse = inverse.reshape(-1)
+        self.n_voxels = len(voxels)
+        self.edges = (np.concatenate(src), np.concatenate(dst))
+
+    def connected(self, mask: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """[M] bool: the points of `mask` linked to a point of `start & mask` through chains of
+        neighbouring voxels that hold points of `mask`."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        if mask.shape != (self.size,) or start.shape != (self.size,):
+            raise ValueError(f"mask and start must be [{self.size}] bool")
+        seeds = start & mask
+        if not seeds.any():
+            return np.zeros(self.size, dtype=bool)
+        occupied = np.zeros(self.n_voxels, dtype=bool)
+        occupied[self.inverse[mask]] = True
+        a, b = self.edges
+        keep = occupied[a] & occupied[b]
+        a, b = a[keep], b[keep]
+        graph = coo_matrix(
+            (np.ones(len(a), dtype=np.int8), (a, b)), shape=(self.n_voxels, self.n_voxels)
+        )
+        _, component = connected_components(graph, directed=False)
+        reached = np.zeros(component.max() + 1, dtype=bool)
+        reached[component[self.inverse[seeds]]] = True
+        return mask & reached[component[self.inverse]]
 
 
 # ------------------------------------------------------------------------------ pipeline
@@ -499,6 +542,7 @@ class ClickSegmenter:
         self.seed: Tensor | None = None
         self.w_in: Tensor | None = None
         self.timings: dict[str, float] = {}
+        self._graphs: dict[int, VoxelGraph] = {}
 
     def set_view(self, camera: Camera) -> None:
         """The expensive part for `camera` (pixels of later prompts are in its image)."""
@@ -563,6 +607,15 @@ class ClickSegmenter:
         timings["total_ms"] = timings["view_ms"] + timings["click_ms"]
         return ClickResult(mask3d, mask2d, float(pred.scores[0]), timings)
 
+    def _graph(self, gap: float) -> VoxelGraph:
+        """The scene's voxel adjacency for about this gap, built once per quarter-octave of gap
+        (clicks on one object ask for the same gap; the gap only separates look-alike objects)."""
+        key = round(4 * math.log2(gap))
+        if key not in self._graphs:
+            points = self.scene.means.detach().to("cpu", torch.float64).numpy()
+            self._graphs[key] = VoxelGraph(points, 2.0 ** (key / 4))
+        return self._graphs[key]
+
     def regrow(self, granularity: float = 0.5) -> Tensor:
         """[N] bool: the last click's seed grown to `granularity` (no render)."""
         if self.seed is None:
@@ -573,6 +626,7 @@ class ClickSegmenter:
             granularity,
             weights=self.w_in,
             means=self.scene.means if self.connect else None,
+            graph=self._graph,
         )
         if self.hidden is not None:
             mask &= ~self.hidden

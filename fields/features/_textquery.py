@@ -55,7 +55,7 @@ MIN_MARGIN = 0.55  # best relevancy must reach this (the text beats every negati
 MIN_SEPARATION = (
     0.6  # Otsu effectiveness below this: no separated upper mode (one normal mode: 0.64)
 )
-LEVEL_SAMPLE = 65_536  # Gaussians scored per level to pick the level
+LEVEL_SAMPLE = 16_384  # Gaussians scored per level to pick the level
 LEVEL_TIE = 1e-3
 
 

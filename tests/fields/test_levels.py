@@ -48,8 +48,9 @@ def test_levels_teacher_lifts_three_levels():
     cams = [c.scaled(48 / c.width) for c in world.cameras[:3]]
 
     class Views:
-        cameras = cams
-        names = [f"v{i}" for i in range(len(cams))]
+        def __init__(self):
+            self.cameras = cams
+            self.names = [f"v{i}" for i in range(len(cams))]
 
         def __len__(self):
             return len(cams)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -218,10 +219,11 @@ def test_segment_click_with_tiny_sam(world_data):
         not torch.equal(a.mask2d, b.mask2d) or a.score != b.score
         for a, b in itertools.pairwise(results)
     )
-    # what the pipeline selects equals lift + growth of its own 2D mask
+    # what the pipeline selects is lift + growth of its own 2D mask (its connectivity uses the
+    # scene's voxel graph at the gap rounded to a quarter octave: equal up to a few borderline)
     seed, w_in, _ = lift_mask(world.scene, camera, boxed.mask2d)
     grown = grow_by_affinity(field.features, seed, 0.5, weights=w_in, means=world.scene.means)
-    assert torch.equal(boxed.mask3d, grown)
+    assert int((boxed.mask3d ^ grown).sum()) <= 0.02 * int((boxed.mask3d | grown).sum())
 
     hidden = torch.arange(n) % 3 == 0
     hidden_scene = world.scene.with_extras(hidden=hidden)
@@ -251,7 +253,7 @@ def test_click_segmenter_reuses_the_view(world_data):
             world.scene, field, decoder, camera, points=points, labels=[1] * len(points)
         )
         assert torch.equal(res.mask2d, fresh.mask2d)
-        assert torch.equal(res.mask3d, fresh.mask3d)
+        assert torch.equal(res.mask3d, fresh.mask3d)  # same view, same prompts: same answer
         seed, _, _ = lift_mask(world.scene, camera, res.mask2d)
         assert int((seed ^ seg.seed).sum()) <= max(2, int(seed.sum()) // 100)
     assert seg.regrow(1.0).sum() >= seg.regrow(0.0).sum()
@@ -259,3 +261,28 @@ def test_click_segmenter_reuses_the_view(world_data):
         ClickSegmenter(
             world.scene, FeatureField(field.features, {"clip": torch.randn(4, 8)}), decoder
         )
+
+
+def test_voxel_graph_matches_connected_to():
+    """Connectivity inside any subset through the prebuilt graph == hashing that subset anew
+    (same voxel origin: the subsets here keep the set's minimum corner)."""
+    from fields.features._segment import VoxelGraph, connected_to
+
+    g = np.random.default_rng(0)
+    points = np.concatenate([g.random((300, 3)), g.random((300, 3)) + np.array([3.0, 0, 0])])
+    points[0] = [0.0, 0.0, 0.0]
+    graph = VoxelGraph(points, 0.2)
+    for trial in range(5):
+        mask = g.random(len(points)) < 0.7
+        mask[0] = True
+        start = np.zeros(len(points), dtype=bool)
+        start[g.integers(0, len(points))] = True
+        start &= mask
+        if not start.any():
+            continue
+        idx = np.nonzero(mask)[0]
+        ref = np.zeros(len(points), dtype=bool)
+        ref[idx[connected_to(points[idx], start[idx], 0.2)]] = True
+        assert np.array_equal(graph.connected(mask, start), ref), trial
+    both = graph.connected(np.ones(len(points), bool), np.eye(len(points), dtype=bool)[0])
+    assert both[:300].all() and not both[300:].any()  # two clusters 2 apart never link
