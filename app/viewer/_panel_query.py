@@ -226,7 +226,9 @@ class QueryPanel:
         self.live.reset()
         self._set_slider(res.threshold)
         if self.state.scene is scene:
-            self.state.set_values("relevancy", res.relevancy)
+            # A part query's heat map covers what it searched: zero outside the selection.
+            shown = res.relevancy if inside is None else res.relevancy * inside
+            self.state.set_values("relevancy", shown)
             self._show_heatmap()
         if select:
             if res.confident:
