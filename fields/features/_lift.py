@@ -45,7 +45,7 @@ from torch import Tensor
 from ..camera import Camera
 from ..rendering import accumulate_weights
 from ..scene import GaussianScene
-from ._distill import fill_unseen
+from ._distill import _camera_at, fill_unseen
 from ._io import DEFAULT_LEVELS, FeatureField
 from ._teacher import Teacher, TeacherCache, check_map
 
@@ -321,19 +321,6 @@ def _project_map(fmap: Tensor, basis: Tensor) -> _Map:
     valid = _valid(flat)
     unit = F.normalize(torch.where(valid[:, None], flat, 0.0), dim=-1)
     return _Map((unit @ basis).reshape(lv, h, w, -1), valid.reshape(lv, h, w))
-
-
-def _camera_at(camera: Camera, width: int, height: int) -> Camera:
-    """`camera` at a map's resolution (a uniform rescale, aspect preserved up to rounding)."""
-    if (camera.width, camera.height) == (width, height):
-        return camera
-    scaled = camera.scaled(width / camera.width)
-    if (scaled.width, scaled.height) != (width, height):
-        raise ValueError(
-            f"teacher map {width}x{height} is not a uniform rescale of the "
-            f"{camera.width}x{camera.height} view"
-        )
-    return scaled
 
 
 def _upsample(m: _Map, camera: Camera, min_side: int) -> tuple[_Map, Camera]:

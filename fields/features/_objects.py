@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ._io import FeatureField
 from ._query import TEMPERATURE, cosines, decoded_norms, negatives_for
-from ._segment import _median_spacing
+from ._segment import VoxelGraph, _median_spacing
 
 __all__ = [
     "DEFAULT_VOCABULARY",
@@ -376,32 +376,7 @@ def voxel_components(points: np.ndarray, gap: float) -> np.ndarray:
     """[M] int64 connected-component id (0..C-1) of every point, points linked when in the same
     or adjacent (26-neighbourhood) voxels of side `gap` — the linking rule of `connected_to`,
     all components at once."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    if len(points) == 0:
-        return np.zeros(0, dtype=np.int64)
-    cells = np.floor((points - points.min(0)) / gap).astype(np.int64) + 1  # +1: room for -1
-    dims = cells.max(0) + 2
-    codes = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
-    voxels, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-    coords = cells[first]
-    src, dst = [np.arange(len(voxels))], [np.arange(len(voxels))]
-    for dx in (-1, 0, 1):
-        for dy in (-1, 0, 1):
-            for dz in (-1, 0, 1):
-                if (dx, dy, dz) <= (0, 0, 0):  # each undirected pair once
-                    continue
-                nb = coords + np.array([dx, dy, dz])
-                ncode = (nb[:, 0] * dims[1] + nb[:, 1]) * dims[2] + nb[:, 2]
-                pos = np.searchsorted(voxels, ncode).clip(max=len(voxels) - 1)
-                hit = voxels[pos] == ncode
-                src.append(np.nonzero(hit)[0])
-                dst.append(pos[hit])
-    a, b = np.concatenate(src), np.concatenate(dst)
-    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(len(voxels),) * 2)
-    _, component = connected_components(graph, directed=False)
-    return component[inverse.reshape(-1)].astype(np.int64)
+    return VoxelGraph(points, gap).components()
 
 
 def _nearest_label(

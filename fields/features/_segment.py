@@ -347,12 +347,26 @@ class VoxelGraph:
         self.n_voxels = len(voxels)
         self.edges = (np.concatenate(src), np.concatenate(dst))
 
-    def connected(self, mask: np.ndarray, start: np.ndarray) -> np.ndarray:
-        """[M] bool: the points of `mask` linked to a point of `start & mask` through chains of
-        neighbouring voxels that hold points of `mask`."""
+    def components(self) -> np.ndarray:
+        """[M] int64: the connected component of every point (labels 0..K-1)."""
+        if self.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        return self._components(self.edges)[self.inverse].astype(np.int64)
+
+    def _components(self, edges: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """[V] component of every voxel under `edges`."""
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
+        a, b = edges
+        graph = coo_matrix(
+            (np.ones(len(a), dtype=np.int8), (a, b)), shape=(self.n_voxels, self.n_voxels)
+        )
+        return connected_components(graph, directed=False)[1]
+
+    def connected(self, mask: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """[M] bool: the points of `mask` linked to a point of `start & mask` through chains of
+        neighbouring voxels that hold points of `mask`."""
         if mask.shape != (self.size,) or start.shape != (self.size,):
             raise ValueError(f"mask and start must be [{self.size}] bool")
         seeds = start & mask
@@ -362,11 +376,7 @@ class VoxelGraph:
         occupied[self.inverse[mask]] = True
         a, b = self.edges
         keep = occupied[a] & occupied[b]
-        a, b = a[keep], b[keep]
-        graph = coo_matrix(
-            (np.ones(len(a), dtype=np.int8), (a, b)), shape=(self.n_voxels, self.n_voxels)
-        )
-        _, component = connected_components(graph, directed=False)
+        component = self._components((a[keep], b[keep]))
         reached = np.zeros(component.max() + 1, dtype=bool)
         reached[component[self.inverse[seeds]]] = True
         return mask & reached[component[self.inverse]]
