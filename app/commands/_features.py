@@ -14,8 +14,7 @@ def load_field_for(field_path: Path, scene_path: Path, scene: Any, command: str)
     or None when unknown), loaded from `scene_path`. A field lifted on another scene is refused
     (`FieldMismatchError`, a ValueError, naming both files)."""
     from fields import GaussianScene
-    from fields.features import FieldMismatchError, load_field
-    from fields.features._io import scene_hash
+    from fields.features import FieldMismatchError, load_field, scene_hash
 
     if not Path(field_path).is_file():
         raise FileNotFoundError(f"no feature field at {field_path}")

@@ -138,9 +138,9 @@ def run(args: argparse.Namespace) -> int:
         build_teacher,
         distill,
         lift,
+        scene_hash,
         scene_views,
     )
-    from fields.features._io import scene_hash
 
     out = args.out or features_path(args.scene)
     if out.resolve() == args.scene.resolve():

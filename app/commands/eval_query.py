@@ -23,9 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fields import load_dataset, load_scene
-    from fields.features import build_text_encoder, evaluate_queries, load_field
-    from fields.features._oracle import read_label_names
-    from fields.formats._atomic import write_files
+    from fields.features import build_text_encoder, evaluate_queries, load_field, read_label_names
+    from fields.formats import write_files
 
     if args.out.exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} exists (pass --overwrite to replace it)")

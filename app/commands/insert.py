@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     print(report)
     print(f"{len(new_scene):,} Gaussians -> {args.out}")
     if new_field is not None and feat_out is not None:
-        from fields.features._io import scene_hash
+        from fields.features import scene_hash
 
         new_field.scene_hash = scene_hash(args.out)
         new_field.save(feat_out, overwrite=args.overwrite)

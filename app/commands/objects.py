@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         language_space,
         list_objects,
     )
-    from fields.formats._atomic import write_files
+    from fields.formats import write_files
 
     from ._features import load_field_for
 

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from fields import load_scene
-    from fields.formats._atomic import write_files
+    from fields.formats import write_files
 
     from ._features import load_field_for, text_query
 

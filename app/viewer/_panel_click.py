@@ -107,7 +107,7 @@ class ClickPanel:
         checkpoint = self.options.sam_checkpoint
         if checkpoint is None or not checkpoint.expanduser().is_file():
             try:
-                from fields.features._sam import load_sam
+                from fields.features import load_sam
 
                 load_sam(sam_model_type(self.options, self.state.field), checkpoint)
             except Exception as e:  # MissingWeightsError, or segment-anything not installed
@@ -125,7 +125,7 @@ class ClickPanel:
     def _decoder_or_load(self):
         with self._decoder_lock:
             if self._decoder is None:
-                from fields.features._sam import SamDecoder, load_sam
+                from fields.features import SamDecoder, load_sam
 
                 o = self.options
                 sam = load_sam(

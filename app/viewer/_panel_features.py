@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fields.features import DEFAULT_CLIP_MODEL as DEFAULT_MODEL
+from fields.features import DEFAULT_CLIP_PRETRAINED as DEFAULT_PRETRAINED
 from fields.features import (
     DistillConfig,
     FeatureField,
@@ -27,7 +29,6 @@ from fields.features import (
     scene_views,
 )
 from fields.features import lift as lift_field
-from fields.features._clip import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 from .._paths import confine, display
 from ._jobs import JobCancelled
@@ -185,7 +186,7 @@ class FeaturesPanel:
 
     def _text_encoder(self, field: FeatureField, space: str):
         if space == "clip":
-            from fields.features._clip import ClipTeacher
+            from fields.features import ClipTeacher
 
             o = self.options
             return ClipTeacher(o.clip_model, o.clip_pretrained, device=o.device).encode_text
@@ -297,8 +298,7 @@ class FeaturesPanel:
             if dataset is None or (labelled and method == "lift"):
                 return [SceneOracleTeacher(scene)]
             return [OracleTeacher(dataset)]
-        from fields.features._clip import ClipTeacher
-        from fields.features._sam import SamTeacher
+        from fields.features import ClipTeacher, SamTeacher
 
         o = self.options
         return [

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fields.formats._atomic import write_files
+from fields.formats import write_files
 
 from ._gripper import GripperConfig
 from ._plan import GraspResult

@@ -14,10 +14,12 @@ sides register in `TEXT_ENCODERS` (by space) so a saved field can be queried on 
 """
 
 from . import _clip, _levels, _sam  # noqa: F401  (register the teachers; imports stay lazy)
+from ._clip import DEFAULT_MODEL as DEFAULT_CLIP_MODEL
+from ._clip import DEFAULT_PRETRAINED as DEFAULT_CLIP_PRETRAINED
 from ._clip import ClipTeacher, MissingWeightsError
 from ._distill import DistillConfig, distill
 from ._eval import evaluate_queries, observed_gaussians
-from ._io import FeatureField, FieldMismatchError, load_field, scene_fingerprint
+from ._io import FeatureField, FieldMismatchError, load_field, scene_fingerprint, scene_hash
 from ._levels import ClipLevelsTeacher, level_maps
 from ._lift import (
     LiftConfig,
@@ -39,7 +41,7 @@ from ._objects import (
     object_vocabulary,
     segment_objects,
 )
-from ._oracle import OracleTeacher, OracleText, SceneOracleTeacher
+from ._oracle import OracleTeacher, OracleText, SceneOracleTeacher, read_label_names
 from ._query import (
     CANONICAL_NEGATIVES,
     FieldQuery,
@@ -51,7 +53,7 @@ from ._query import (
     query,
     relevancy,
 )
-from ._sam import SamDecoder, SamTeacher
+from ._sam import SamDecoder, SamTeacher, load_sam
 from ._segment import (
     ClickResult,
     ClickSegmenter,
@@ -84,6 +86,8 @@ from ._views import cameras_from_meta, cameras_to_meta, surrounds, teacher_camer
 
 __all__ = [
     "CANONICAL_NEGATIVES",
+    "DEFAULT_CLIP_MODEL",
+    "DEFAULT_CLIP_PRETRAINED",
     "DEFAULT_VOCABULARY",
     "LANGUAGE_SPACES",
     "TEACHERS",
@@ -132,6 +136,7 @@ __all__ = [
     "lift_values",
     "list_objects",
     "load_field",
+    "load_sam",
     "name_objects",
     "native_side",
     "negatives_for",
@@ -139,11 +144,13 @@ __all__ = [
     "observed_gaussians",
     "otsu_threshold",
     "query",
+    "read_label_names",
     "register_teacher",
     "register_text_encoder",
     "relevancy",
     "sam_embedding_from_field",
     "scene_fingerprint",
+    "scene_hash",
     "scene_views",
     "segment_click",
     "segment_objects",

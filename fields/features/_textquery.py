@@ -308,7 +308,11 @@ class TextQuery:
             unknown = [p for p in positives if p.lower() not in known]
             if len(unknown) == len(positives):
                 close = []
-                for p in positives:
+                for (
+                    p
+                ) in positives:  # names inside the text ("mug" in "coffee mug"), then look-alikes
+                    words = set(p.lower().split())
+                    close += [v for v in vocab if v.lower() in words or v.lower() in p.lower()]
                     close += difflib.get_close_matches(p, vocab, n=3, cutoff=0.5)
                 suggestions = list(dict.fromkeys(close)) or list(vocab)
                 return (

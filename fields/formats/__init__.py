@@ -35,7 +35,7 @@ from ._plyfile import is_ply, read_ply, write_ply
 from ._splat import read_splat, write_splat
 from ._spz import is_spz, read_spz
 
-__all__ = ["SceneFormatError", "load_scene", "save_scene"]
+__all__ = ["SceneFormatError", "load_scene", "save_scene", "write_files"]
 
 Reader = Callable[[Path, bytes], GaussianScene]
 

@@ -196,7 +196,7 @@ def test_no_confident_match_selects_nothing(world_data):
     tq = TextQuery(field)
     res = tq.query("coffee mug")
     assert not res.confident and res.count == 0
-    assert "knows only" in res.message and "mug" in res.suggestions
+    assert "knows only" in res.message and res.suggestions[0] == "mug"
     res = tq.query("handle")  # one-level field: the part is outside its vocabulary
     assert not res.confident and res.count == 0
     assert tq.query("mug").confident
