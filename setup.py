@@ -71,6 +71,7 @@ ext_modules = [
                 "raster_tile.h",
                 "raster_simd.h",
                 "project.h",
+                "query.h",
             )
         ],
         cxx_std=17,

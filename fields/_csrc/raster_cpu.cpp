@@ -9,6 +9,7 @@
 #include <string>
 
 #include "project.h"
+#include "query.h"
 #include "raster_core.h"
 
 namespace py = pybind11;
@@ -256,11 +257,38 @@ py::tuple project_backward(const FArr& means, const FArr& quats, const FArr& sca
     return py::make_tuple(gm, gq, gs, go, gsh);
 }
 
+// Language-query margins (query.h): unit_t [d,N], pos [P,d], neg [M,d] -> [N].
+py::array_t<float> relevancy_margins(const FArr& unit_t, const FArr& pos, const FArr& neg, int threads) {
+    expect(unit_t.ndim() == 2 && pos.ndim() == 2 && neg.ndim() == 2, "relevancy: 2-D arrays expected");
+    const int d = int(unit_t.shape(0));
+    const py::ssize_t n = unit_t.shape(1);
+    expect(pos.shape(1) == d && (neg.shape(0) == 0 || neg.shape(1) == d) && pos.shape(0) > 0,
+           "relevancy: directions must be [K, d] with at least one positive");
+    const int p = int(pos.shape(0));
+    const int m = int(neg.shape(0));
+    std::vector<float> dirs(size_t(p + m) * d);
+    std::copy(pos.data(), pos.data() + size_t(p) * d, dirs.begin());
+    if (m) std::copy(neg.data(), neg.data() + size_t(m) * d, dirs.begin() + size_t(p) * d);
+    py::array_t<float> out(n);
+    float* po = out.mutable_data();
+    const float* pu = unit_t.data();
+    {
+        py::gil_scoped_release release;
+        query::margins(pu, n, d, dirs.data(), p, m, po, raster::thread_count(threads, n, 65536),
+                       raster::use_avx2());
+    }
+    return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_raster_cpu, m) {
     m.doc() = "CPU projection of 3D Gaussians and tile rasterizer for 2D ones; use "
               "fields.rendering._project_cpu.project_cpu and fields.rendering._cpu.rasterize_cpu.";
+    m.def("relevancy_margins", &relevancy_margins, py::arg("unit_t"), py::arg("pos"), py::arg("neg"),
+          py::arg("threads") = 0,
+          "LERF margins max_p(u·pos_p - max_j u·neg_j) of unit features unit_t [d,N] against folded "
+          "text directions pos [P,d], neg [M,d] (M may be 0): [N] float32.");
     m.def("forward", &forward, py::arg("means2d"), py::arg("conics"), py::arg("opacities"), py::arg("colors"),
           py::arg("depths"), py::arg("radii"), py::arg("width"), py::arg("height"), py::arg("threads") = 0,
           "Render. Returns (out[H,W,C], alpha[H,W,1], saved), saved = (splats, tile_offsets, "

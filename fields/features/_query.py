@@ -82,6 +82,25 @@ def _relevancy_unit(unit_t: Tensor, head: Tensor, positives: Tensor, negatives: 
     return torch.sigmoid(best.mul_(TEMPERATURE))
 
 
+def relevancy_cpu(unit_t: Tensor, head: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
+    """`_relevancy_unit` in one compiled pass over the features (CPU, float32): P + M dot
+    products per Gaussian, the LERF margin, then the sigmoid — the same values up to float
+    rounding, without the [P·M, N] intermediate."""
+    from .. import _raster_cpu
+
+    if positives.ndim != 2 or positives.shape[0] == 0:
+        raise ValueError("relevancy needs at least one positive embedding [P,D]")
+    pos = fold_texts(head, positives).T.contiguous().float()  # [P,d]
+    if negatives.numel():
+        neg = fold_texts(head, negatives.reshape(-1, positives.shape[1])).T.contiguous().float()
+    else:
+        neg = torch.zeros(0, pos.shape[1])
+    margins = _raster_cpu.relevancy_margins(
+        unit_t.float().contiguous().numpy(), pos.numpy(), neg.numpy(), torch.get_num_threads()
+    )
+    return torch.sigmoid_(torch.from_numpy(margins).mul_(TEMPERATURE))
+
+
 def _reduce_rows(rows: Tensor, op) -> Tensor:
     out = rows[0].clone()
     for row in rows[1:]:
@@ -190,9 +209,10 @@ class FieldQuery:
         self._unit_t = (self.features / self.norms.clamp_min(1e-12)[:, None]).T.contiguous()
 
     def relevancy(self, positives: Tensor, negatives: Tensor) -> Tensor:
-        return _relevancy_unit(
-            self._unit_t, self.head, positives.to(self.head), negatives.to(self.head)
-        )
+        positives, negatives = positives.to(self.head), negatives.to(self.head)
+        if self._unit_t.device.type != "cpu":
+            return _relevancy_unit(self._unit_t, self.head, positives, negatives)
+        return relevancy_cpu(self._unit_t, self.head, positives, negatives)
 
     def query(
         self,

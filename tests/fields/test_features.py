@@ -80,6 +80,26 @@ def test_relevancy_matches_reference():
     )
 
 
+@pytest.mark.parametrize(("n", "n_pos", "n_neg"), [(1, 1, 0), (1500, 3, 4), (4099, 1, 1)])
+def test_compiled_relevancy_matches_torch(n, n_pos, n_neg):
+    """The one-pass compiled relevancy (FieldQuery on CPU) against the torch fold and the float64
+    decode-everything reference, across block boundaries and without negatives."""
+    from fields.features._query import _relevancy_unit, relevancy_cpu
+
+    gen = torch.Generator().manual_seed(n)
+    features = torch.randn(n, 12, generator=gen, dtype=torch.float64)
+    head = torch.randn(48, 12, generator=gen, dtype=torch.float64)
+    pos = torch.randn(n_pos, 48, generator=gen, dtype=torch.float64)
+    neg = torch.randn(n_neg, 48, generator=gen, dtype=torch.float64)
+    reference = _reference_relevancy(features, head, pos, neg) if n_neg else None
+    fq = FieldQuery(features.float(), head.float())
+    compiled = relevancy_cpu(fq._unit_t, fq.head, pos.float(), neg.float())
+    torched = _relevancy_unit(fq._unit_t, fq.head, pos.float(), neg.float())
+    torch.testing.assert_close(compiled, torched, atol=2e-6, rtol=1e-5)
+    if reference is not None:
+        torch.testing.assert_close(compiled.double(), reference, atol=1e-5, rtol=1e-5)
+
+
 def test_otsu_splits_a_bimodal_histogram():
     gen = torch.Generator().manual_seed(2)
     low = 0.2 + 0.03 * torch.randn(3000, generator=gen)
