@@ -44,9 +44,8 @@ from fields.rendering import accumulate_weights  # noqa: E402
 from fields.rendering._accumulate import (  # noqa: E402
     accumulate_splats,
     accumulate_weights_autograd,
+    project_for_weights,
 )
-from fields.rendering._project_cpu import project_cpu  # noqa: E402
-from fields.rendering._render import _intrinsics  # noqa: E402
 
 
 def square_camera(camera: Camera, size: int) -> Camera:
@@ -80,21 +79,7 @@ def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 def bench_view(scene, camera: Camera, channels: int, repeat: int, clock: str) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(0)
     values = torch.rand(camera.height, camera.width, channels, generator=gen)
-    with torch.no_grad():
-        sp = project_cpu(
-            scene.means,
-            scene.quats,
-            scene.scales,
-            scene.opacities,
-            scene.sh[:, :1],
-            camera.viewmat,
-            _intrinsics(camera),
-            near=0.01,
-            far=1e10,
-            eps2d=0.3,
-            sh_degree=0,
-            campos=camera.center,
-        )
+    sp = project_for_weights(scene, camera)
     size = (camera.width, camera.height)
     timer = thread_timeit if clock == "cpu" else timeit
     times = {

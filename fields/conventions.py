@@ -329,3 +329,14 @@ def framing_view(
     direction = 0.75 * e1 + 0.45 * e2 + 0.55 * u
     direction /= np.linalg.norm(direction)
     return centre + fit_distance(radius, fov_deg, 1.1) * direction, centre
+
+
+def views_per_ring(n_views: int, elevations_deg: Sequence[float]) -> list[int]:
+    """Split `n_views` over orbit rings in proportion to each ring's circumference (largest
+    remainder), so that neighbouring views are about equally far apart on every ring."""
+    weights = np.cos(np.radians(np.asarray(elevations_deg, dtype=np.float64)))
+    exact = n_views * weights / weights.sum()
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts), kind="stable")[: n_views - counts.sum()]:
+        counts[i] += 1
+    return counts.tolist()

@@ -59,6 +59,7 @@ from ..conventions import (
     look_at_camera,
     pinhole_K,
     scene_up,
+    views_per_ring,
     weighted_quantiles,
 )
 from ..rendering import accumulate_weights, render
@@ -243,16 +244,6 @@ def _clearance(points: np.ndarray, candidates: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- placement
-def _ring_counts(n: int, elevations: Sequence[float]) -> list[int]:
-    """Split n views over rings in proportion to their circumference (largest remainder)."""
-    w = np.cos(np.radians(np.asarray(elevations, dtype=np.float64)))
-    exact = n * w / w.sum()
-    counts = np.floor(exact).astype(int)
-    for i in np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]:
-        counts[i] += 1
-    return counts.tolist()
-
-
 def _direction(basis: np.ndarray, az: float, el_deg: float) -> np.ndarray:
     el = math.radians(el_deg)
     e1, e2, u = basis
@@ -272,7 +263,7 @@ def _orbit_views(
     dist = fit_distance(ext.radius, fov, 1.05)
     cams = []
     offset = float(rng.uniform())
-    for ring, (count, el) in enumerate(zip(_ring_counts(n_orbit, rings), rings, strict=True)):
+    for ring, (count, el) in enumerate(zip(views_per_ring(n_orbit, rings), rings, strict=True)):
         for j in range(count):
             az = 2 * math.pi * (j + (ring / len(rings) + offset) % 1.0) / count
             eye = ext.centre + dist * _direction(ext.basis, az, el)

@@ -78,11 +78,33 @@ def accumulate_weights(
     if n == 0:
         return WeightSums(None if channels is None else torch.zeros(0, channels), torch.zeros(0))
 
+    sp = project_for_weights(scene, camera, near=near, far=far, eps2d=eps2d)
+    return accumulate_splats(
+        sp.means2d,
+        sp.conics,
+        sp.opacities,
+        sp.depths,
+        sp.radii,
+        values,
+        camera.width,
+        camera.height,
+    )
+
+
+def project_for_weights(
+    scene: GaussianScene,
+    camera: Camera,
+    *,
+    near: float = 0.01,
+    far: float = 1e10,
+    eps2d: float = 0.3,
+):
+    """`render`'s compiled projection of `scene` into `camera`, without colour work (degree-0 SH
+    keeps it to a constant): the screen-space splats `accumulate_splats` takes."""
     from ._project_cpu import project_cpu
 
     with torch.no_grad():
-        # Colours are not needed: degree-0 SH keeps the projection's colour work to a constant.
-        sp = project_cpu(
+        return project_cpu(
             scene.means,
             scene.quats,
             scene.scales,
@@ -96,16 +118,6 @@ def accumulate_weights(
             sh_degree=0,
             campos=camera.center,
         )
-    return accumulate_splats(
-        sp.means2d,
-        sp.conics,
-        sp.opacities,
-        sp.depths,
-        sp.radii,
-        values,
-        camera.width,
-        camera.height,
-    )
 
 
 def accumulate_splats(

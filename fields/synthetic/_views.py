@@ -9,23 +9,13 @@ import numpy as np
 import torch
 
 from ..camera import Camera
+from ..conventions import views_per_ring
 
 
 def intrinsics(width: int, height: int, fov_x_deg: float) -> torch.Tensor:
     """[3,3] centred pinhole with square pixels and horizontal field of view `fov_x_deg`."""
     f = 0.5 * width / math.tan(math.radians(fov_x_deg) / 2)
     return torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
-
-
-def _views_per_ring(n_views: int, elevations_deg: Sequence[float]) -> list[int]:
-    """Split `n_views` over the rings in proportion to each ring's circumference (largest
-    remainder), so that neighbouring views are about equally far apart on every ring."""
-    weights = np.cos(np.radians(np.asarray(elevations_deg, dtype=np.float64)))
-    exact = n_views * weights / weights.sum()
-    counts = np.floor(exact).astype(int)
-    for i in np.argsort(-(exact - counts), kind="stable")[: n_views - counts.sum()]:
-        counts[i] += 1
-    return counts.tolist()
 
 
 def _fits(cam: Camera, points: torch.Tensor, margin: float) -> bool:
@@ -64,7 +54,7 @@ def camera_rig(
     K = intrinsics(width, height, fov_x_deg)
     target_t = torch.as_tensor(target, dtype=torch.float64)
     points = None if keep_in_view is None else torch.as_tensor(keep_in_view, dtype=torch.float64)
-    counts = _views_per_ring(n_views, elevations_deg)
+    counts = views_per_ring(n_views, elevations_deg)
 
     def ring_views(ring: int, count: int, el: float, dist: float) -> list[Camera]:
         cams = []
