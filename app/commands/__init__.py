@@ -5,6 +5,7 @@ from . import (
     distill,
     edit,
     eval_query,
+    evaluate,
     grasp,
     insert,
     make_demo,
@@ -12,6 +13,7 @@ from . import (
     objects,
     query,
     render,
+    train,
     view,
 )
 
@@ -24,6 +26,8 @@ COMMANDS = {
     "query": query,
     "objects": objects,
     "eval-query": eval_query,
+    "train": train,
+    "eval": evaluate,
     "grasp": grasp,
     "edit": edit,
     "insert": insert,

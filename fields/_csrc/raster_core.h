@@ -469,7 +469,10 @@ inline void render_backward(int N, int C, int W, int H, const float* colors, con
             auto mine = std::make_unique<AlignedBuffer>(size_t(N) * stride);
             float* g = mine->data;
             grads[thread_id()] = std::move(mine);
-#pragma omp for schedule(dynamic, 1)
+            // Round-robin tiles, not dynamic: each tile's rows always land in the same thread's
+            // buffer, so the sums below are bit-identical from run to run (training resumes
+            // bit-for-bit) while neighbouring busy tiles still spread over the threads.
+#pragma omp for schedule(static, 1)
             for (int t = 0; t < ntiles; ++t) kernel(f, t, scratch.data, g);
         }
         // Sum the threads' rows [mean(2), conic(3), opacity, colour(C)] into the outputs.

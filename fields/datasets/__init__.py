@@ -1,10 +1,18 @@
 """Posed image datasets: COLMAP models, nerfstudio / instant-ngp `transforms.json`, Blender
-nerf_synthetic. Every loader returns a `Dataset` whose cameras are `fields.Camera`
+nerf_synthetic. Every loader returns a `Dataset` whose cameras are pinhole `fields.Camera`
 (world-to-camera `viewmat`, OpenCV axes, pixel centres at +0.5) and whose images are float32
 [H,W,3] in [0,1], decoded lazily on access.
 
+Distorted lenses (COLMAP SIMPLE_RADIAL / RADIAL / OPENCV / FULL_OPENCV and the equidistant
+fisheyes, nerfstudio OPENCV / OPENCV_FISHEYE coefficients) are undistorted on load with OpenCV:
+the camera becomes the undistorted pinhole (new K, cropped to valid pixels) and images and maps
+are resampled to it; `Dataset.distortion` keeps the original lens, `Dataset.undistorted` says
+it happened. Lenses OpenCV cannot invert (FOV, thin-prism fisheyes) are warned about and used
+as pinholes.
+
     ds = load_dataset("garden", downscale=4)
     camera, image = ds[0]
+    camera, rgba = ds.load_rgba(0)      # float32 [H,W,4], straight alpha (random backgrounds)
     labels = ds.load_map("labels", 0)   # int64 [H,W] from labels/ next to images/
 """
 

@@ -343,9 +343,11 @@ def load_colmap(
 
     Images are read from `images` (default: `images/` in the dataset dir, or next to / above a
     model dir). Views are sorted by image name. Views whose image file is missing are skipped
-    with one warning. Lens distortion is kept in `Dataset.distortion` (warned once): the
-    images are used as pinholes, so undistort them first (`colmap image_undistorter` writes
-    exactly this layout with PINHOLE cameras)."""
+    with one warning. Distorted lenses (SIMPLE_RADIAL, RADIAL, OPENCV, FULL_OPENCV,
+    OPENCV_FISHEYE, SIMPLE_RADIAL_FISHEYE, RADIAL_FISHEYE) are undistorted on load (see
+    `Dataset`); the original lens stays in `Dataset.distortion`. FOV and the thin-prism
+    fisheyes are warned about once and used as pinholes: undistort those first
+    (`colmap image_undistorter` writes exactly this layout with PINHOLE cameras)."""
     check_options(downscale, background)
     path = Path(path).absolute()
     found = find_model(path)

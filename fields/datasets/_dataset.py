@@ -1,5 +1,6 @@
-"""`Dataset`: posed views whose images load lazily, plus what every loader shares (image
-references, distortion records, the missing-image and distortion warnings)."""
+"""`Dataset`: posed views whose images load lazily (undistorted to pinholes where the lens
+needs it), plus what every loader shares (image references, distortion records, the
+missing-image and unsupported-lens warnings)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 from torch import Tensor
 
 from ..camera import Camera
 from ..errors import SceneFormatError
-from . import _images
+from . import _images, _undistort
 
 # Projection families that are not pinholes even with all coefficients zero.
 _FISHEYE_MODELS = frozenset(
@@ -36,8 +38,9 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, eq=True)
 class Distortion:
-    """A view's lens model as stored in the dataset file. scenelab renders undistorted
-    pinholes, so this is kept for reference (e.g. to undistort images first).
+    """A view's lens model as stored in the dataset file, kept as a record: a `Dataset`
+    undistorts the images of lenses OpenCV can invert (see `Dataset`), so its cameras are
+    pinholes while this still says which lens took the photos.
 
     `model` is the COLMAP model name (or nerfstudio `camera_model`), `params` the coefficients
     by their usual names (k1, k2, p1, p2, ..., omega for FOV)."""
@@ -48,6 +51,15 @@ class Distortion:
     @property
     def is_pinhole(self) -> bool:
         return self.model not in _FISHEYE_MODELS and all(v == 0.0 for v in self.params.values())
+
+    @property
+    def undistortable(self) -> bool:
+        """Whether a `Dataset` undistorts images taken through this lens (False for pinholes:
+        nothing to do; False for FOV and the thin-prism fisheyes: OpenCV cannot)."""
+        return not self.is_pinhole and self._lens() is not None
+
+    def _lens(self) -> _undistort.Lens | None:
+        return None if self.is_pinhole else _undistort.lens_for(self.model, self.params)
 
     def __hash__(self) -> int:
         return hash((self.model, tuple(sorted(self.params.items()))))
@@ -127,17 +139,18 @@ def keep_existing(items: list[T], path_of: Callable[[T], Path], source: Path, wh
 
 
 def warn_distortion(views: list[View], source: Path) -> None:
-    distorted = [v for v in views if not v.distortion.is_pinhole]
+    """ONE warning for views whose lens is not a pinhole and cannot be undistorted here."""
+    distorted = [v for v in views if not v.distortion.is_pinhole and not v.distortion.undistortable]
     if not distorted:
         return
     d = distorted[0].distortion
     coeffs = ", ".join(f"{k}={v:g}" for k, v in d.params.items() if v != 0.0)
     warnings.warn(
-        f"{source}: {len(distorted)} of {len(views)} views use a non-pinhole lens "
-        f"(e.g. {d.model} {coeffs or '(fisheye projection)'} for {distorted[0].camera.name!r}); "
-        "scenelab renders undistorted pinholes, so these views will not line up near the image "
-        "borders. Undistort the images first (e.g. `colmap image_undistorter`); the "
-        "coefficients are kept in Dataset.distortion.",
+        f"{source}: {len(distorted)} of {len(views)} views use a lens that scenelab cannot "
+        f"undistort (e.g. {d.model} {coeffs or '(fisheye projection)'} for "
+        f"{distorted[0].camera.name!r}); their images are used as pinholes, so they will not "
+        "line up near the image borders. Undistort the images first (e.g. `colmap "
+        "image_undistorter`); the coefficients are kept in Dataset.distortion.",
         UserWarning,
         stacklevel=3,
     )
@@ -149,11 +162,22 @@ class Dataset:
     Construction does no image I/O: `cameras`, `image_paths`, `names` and `distortion` come
     from the dataset files. Images are decoded on access (`ds[i]`, iteration) and not cached.
 
-    Resolution: `cameras[i]` is the calibrated camera scaled by 1/downscale
+    Lens distortion: views whose lens OpenCV can invert (COLMAP SIMPLE_RADIAL, RADIAL, OPENCV,
+    FULL_OPENCV, OPENCV_FISHEYE, SIMPLE_RADIAL_FISHEYE, RADIAL_FISHEYE; nerfstudio OPENCV /
+    OPENCV_FISHEYE coefficients) are undistorted on load, as gsplat's COLMAP parser does: the
+    camera becomes the pinhole of `cv2.getOptimalNewCameraMatrix(alpha=0)` cropped to its valid
+    region, so `cameras[i]` is a pinhole with a new K (and possibly a smaller size); `ds[i]`,
+    `load_rgba` and `load_map` return undistorted pixels for it (bilinear for images, nearest
+    for maps). Remap tables are computed once per distinct camera and kept (`undistorted` says
+    whether any view was undistorted; `distortion` keeps the original lens records). Lenses
+    OpenCV cannot invert (FOV, thin-prism fisheyes) are warned about by the loaders and used
+    as pinholes.
+
+    Resolution: `cameras[i]` is the calibrated (undistorted) camera scaled by 1/downscale
     (`Camera.scaled`). `ds[i]` always returns an image of exactly the size of the camera
     returned with it. When the file on disk has another size:
       - a uniform rescale of the calibrated size that is larger: the image is area-averaged
-        (PIL box filter) down to `cameras[i]`;
+        (PIL box filter) down to `cameras[i]` (after undistorting at the file's resolution);
       - a uniform rescale that is smaller (a pre-downscaled `images_<n>/` folder that rounded
         down, or images stored below the calibration's resolution): the returned camera is
         the calibrated one scaled to the file's size, so it can differ from `cameras[i]`;
@@ -177,11 +201,34 @@ class Dataset:
         self._factor = _integer_factor(downscale)
         self._points = points
         self.root = Path(root)
+        self._lenses = [v.distortion._lens() for v in self._views]
+        self._pinholes = self._undistorted_cameras()
         self._cameras = [
-            v.camera if self._downscale == 1 else v.camera.scaled(1.0 / self._downscale)
-            for v in self._views
+            c if self._downscale == 1 else c.scaled(1.0 / self._downscale) for c in self._pinholes
         ]
         self._paths = [self._pick_image(v.image) for v in self._views]
+        self._maps = _undistort.MapCache()
+
+    def _undistorted_cameras(self) -> list[Camera]:
+        """Per view: the pinhole its images are delivered with at the calibrated resolution
+        (the calibrated camera itself when no undistortion is needed)."""
+        found: dict[tuple, tuple[Tensor, int, int]] = {}
+        pinholes = []
+        for view, lens in zip(self._views, self._lenses, strict=True):
+            cam = view.camera
+            if lens is None:
+                pinholes.append(cam)
+                continue
+            key = (tuple(cam.K.flatten().tolist()), cam.width, cam.height, lens)
+            if key not in found:
+                try:
+                    new = _undistort.undistorted_camera(cam, lens)
+                except ValueError as e:
+                    raise SceneFormatError(self.root, f"view {cam.name!r}: {e}") from e
+                found[key] = (new.K, new.width, new.height)
+            K, w, h = found[key]
+            pinholes.append(Camera(K, cam.viewmat, w, h, cam.name))
+        return pinholes
 
     def _pick_image(self, ref: ImageRef) -> Path:
         small = ref.downscaled(self._factor)
@@ -193,10 +240,8 @@ class Dataset:
 
     def __getitem__(self, i: int) -> tuple[Camera, Tensor]:
         i = self._index(i)
-        path = self._paths[i]
-        rgb = _images.read_rgb(path, self._background)
-        camera = self._fit(i, rgb.shape[1], rgb.shape[0])
-        rgb = _images.resize_area(rgb, camera.width, camera.height)
+        rgb = _images.read_rgb(self._paths[i], self._background)
+        camera, rgb = self._resample(i, rgb)
         return camera, _images.to_tensor(rgb)
 
     def __iter__(self) -> Iterator[tuple[Camera, Tensor]]:
@@ -213,15 +258,45 @@ class Dataset:
             raise IndexError(f"view {i} out of range for a dataset of {n} views")
         return i % n
 
-    def _fit(self, i: int, file_w: int, file_h: int) -> Camera:
-        return _images.fit_camera(
-            self._views[i].camera, self._cameras[i], file_w, file_h, self._paths[i]
+    def _target(self, i: int, file_w: int, file_h: int) -> tuple[Camera, Camera | None]:
+        """For view `i` read from a `file_w x file_h` file: (the camera it is delivered with,
+        the pinhole it is undistorted to at the file's own resolution, or None when the view
+        needs no undistortion)."""
+        calibrated, nominal = self._views[i].camera, self._cameras[i]
+        if self._lenses[i] is None:
+            return _images.fit_camera(calibrated, nominal, file_w, file_h, self._paths[i]), None
+        _images.check_rescale(calibrated, file_w, file_h, self._paths[i])
+        pinhole = self._pinholes[i]
+        mid = _images.camera_at_size(
+            pinhole,
+            max(1, round(pinhole.width * file_w / calibrated.width)),
+            max(1, round(pinhole.height * file_h / calibrated.height)),
         )
+        if (mid.width, mid.height) == (nominal.width, nominal.height):
+            return nominal, nominal
+        if mid.width >= nominal.width and mid.height >= nominal.height:
+            return nominal, mid
+        return mid, mid
+
+    def _resample(
+        self,
+        i: int,
+        image: np.ndarray,  # [H,W,C] float32 as read from self._paths[i]
+    ) -> tuple[Camera, np.ndarray]:  # (camera, [h,w,C] float32 matching it)
+        """Undistort (bilinear, at the file's resolution) and area-resize an image to the
+        camera view `i` is delivered with. Linear in the pixel values."""
+        file_h, file_w = image.shape[:2]
+        camera, mid = self._target(i, file_w, file_h)
+        if mid is not None:
+            src = _images.camera_at_size(self._views[i].camera, file_w, file_h)
+            image = _undistort.remap_linear(image, self._maps.get(src, self._lenses[i], mid))
+        return camera, _images.resize_area(image, camera.width, camera.height)
 
     # ------------------------------------------------------------------ facts (no image I/O)
     @property
     def cameras(self) -> list[Camera]:
-        """Cameras at the requested resolution (see the class docstring for file-size rules)."""
+        """Cameras at the requested resolution (see the class docstring for file-size rules);
+        pinholes, undistorted where the lens needed it."""
         return list(self._cameras)
 
     @property
@@ -235,8 +310,16 @@ class Dataset:
 
     @property
     def distortion(self) -> list[Distortion]:
-        """Per-view lens models as stored in the file; images are used as pinholes regardless."""
+        """Per-view lens models as stored in the file (the lens that took the photos, also for
+        views whose images are undistorted on load; see `undistorted`)."""
         return [v.distortion for v in self._views]
+
+    @property
+    def undistorted(self) -> bool:
+        """Whether any view's images are undistorted on load (its camera in `cameras` is then
+        the undistorted pinhole, not the file's intrinsics). Per view:
+        `ds.distortion[i].undistortable`."""
+        return any(lens is not None for lens in self._lenses)
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -252,6 +335,32 @@ class Dataset:
     def background(self) -> Background:
         return self._background
 
+    @property
+    def has_alpha(self) -> bool:
+        """Whether the images carry alpha (Blender RGBA renders, masked captures), judged from
+        the first view's image header (no pixel decoding)."""
+        return bool(self._paths) and _images.has_alpha(self._paths[0])
+
+    # ------------------------------------------------------------------ RGBA
+    def load_rgba(self, i: int) -> tuple[Camera, Tensor]:
+        """View `i` with its alpha: (camera, float32 [H,W,4] in [0,1]), straight (not
+        premultiplied) colour and alpha; alpha is 1 for images without one. Same camera and
+        resampling as `ds[i]` (resampled premultiplied, so compositing the result over a
+        background `bg`, `rgb * a + bg * (1 - a)`, gives `ds[i]` loaded with `bg`). For training
+        with random backgrounds."""
+        i = self._index(i)
+        rgba = _images.read_rgba(self._paths[i])
+        file_h, file_w = rgba.shape[:2]
+        camera, mid = self._target(i, file_w, file_h)
+        if mid is None and (camera.width, camera.height) == (file_w, file_h):
+            return camera, _images.to_tensor(rgba)
+        alpha = rgba[..., 3:]
+        camera, out = self._resample(i, np.concatenate([rgba[..., :3] * alpha, alpha], axis=-1))
+        alpha = np.clip(out[..., 3:], 0.0, 1.0)
+        rgb = np.where(alpha > 0, out[..., :3] / np.maximum(alpha, 1e-12), 0.0)
+        rgba = np.concatenate([np.clip(rgb, 0.0, 1.0), alpha], axis=-1).astype(np.float32)
+        return camera, _images.to_tensor(rgba)
+
     # ------------------------------------------------------------------ per-view maps
     def has_map(self, name: str) -> bool:
         """Whether every view has a `name` map (e.g. `labels/` next to `images/`)."""
@@ -261,8 +370,9 @@ class Dataset:
         """The per-view map `name` for view `i`, read from the folder `name` (or `name_<n>` when
         downscaling by an integer n) next to the image folder, same file name (or its stem +
         `.png`). Integer maps (label ids: uint8, 255 = background) -> int64 [H,W]; float maps
-        (mode 'F') -> float32 [H,W]. Resized with nearest neighbour to the size of the image
-        that `ds[i]` returns (reads that image's header, not its pixels)."""
+        (mode 'F') -> float32 [H,W]. Resampled with nearest neighbour (undistorted like the
+        image when the view is) to the size of the image that `ds[i]` returns (reads that
+        image's header, not its pixels), so map and image stay aligned."""
         i = self._index(i)
         path = self._map_path(name, i)
         if path is None:
@@ -278,8 +388,14 @@ class Dataset:
                 path,
                 f"map is {w}x{h} but the view's camera is {calibrated.width}x{calibrated.height}",
             )
-        camera = self._fit(i, *_images.image_size(self._paths[i]))
-        return _images.to_tensor(_images.resize_nearest(values, camera.width, camera.height))
+        camera, _ = self._target(i, *_images.image_size(self._paths[i]))
+        lens = self._lenses[i]
+        if lens is None:
+            values = _images.resize_nearest(values, camera.width, camera.height)
+        else:
+            src = _images.camera_at_size(calibrated, w, h)
+            values = _undistort.remap_nearest(values, self._maps.get(src, lens, camera))
+        return _images.to_tensor(values)
 
     def _map_path(self, name: str, i: int) -> Path | None:
         for path in self._views[i].image.map_candidates(name, self._factor):
@@ -295,15 +411,17 @@ class Dataset:
 
     # ------------------------------------------------------------------ subsets
     def subset(self, indices: Sequence[int]) -> Dataset:
-        """A dataset of the given views, in the given order."""
+        """A dataset of the given views, in the given order (sharing this one's remap tables)."""
         picked = [self._views[self._index(i)] for i in indices]
-        return Dataset(
+        sub = Dataset(
             picked,
             root=self.root,
             downscale=self._downscale,
             background=self._background,
             points=self._points,
         )
+        sub._maps = self._maps
+        return sub
 
     def split(self, name: str, *, every: int = 8) -> Dataset:
         """The views of split `name`.
@@ -325,4 +443,5 @@ class Dataset:
 
     def __repr__(self) -> str:
         size = f", {self._cameras[0].width}x{self._cameras[0].height}" if self._cameras else ""
-        return f"Dataset({str(self.root)!r}, {len(self)} views{size})"
+        undistorted = ", undistorted" if self.undistorted else ""
+        return f"Dataset({str(self.root)!r}, {len(self)} views{size}{undistorted})"

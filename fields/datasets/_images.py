@@ -45,6 +45,30 @@ def read_rgb(path: Path, background: tuple[float, float, float]) -> np.ndarray:
             raise SceneFormatError(path, f"cannot decode image: {e}") from e
 
 
+def read_rgba(path: Path) -> np.ndarray:
+    """Any image mode -> float32 [H,W,4] in [0,1]: straight (not premultiplied) colour and
+    alpha; alpha is 1 for images without one."""
+    with _open(path) as im:
+        try:
+            im.load()
+            if _has_alpha(im):
+                return np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+            rgb = _to_rgb(im, (0.0, 0.0, 0.0))
+        except (OSError, SyntaxError, ValueError) as e:
+            raise SceneFormatError(path, f"cannot decode image: {e}") from e
+    return np.concatenate([rgb, np.ones_like(rgb[..., :1])], axis=-1)
+
+
+def has_alpha(path: Path) -> bool:
+    """Whether the image has an alpha channel (or a transparent colour), from its header."""
+    with _open(path) as im:
+        return _has_alpha(im)
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in _ALPHA_MODES or "transparency" in im.info
+
+
 def _to_rgb(im: Image.Image, background: tuple[float, float, float]) -> np.ndarray:
     if im.mode in _WIDE_INT_MODES:
         gray = np.asarray(im).astype(np.float32) / 65535.0
@@ -52,7 +76,7 @@ def _to_rgb(im: Image.Image, background: tuple[float, float, float]) -> np.ndarr
     if im.mode == "F":
         gray = np.asarray(im, dtype=np.float32)
         return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=-1)
-    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+    if _has_alpha(im):
         rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
         alpha = rgba[..., 3:]
         bg = np.asarray(background, dtype=np.float32)
@@ -137,15 +161,20 @@ def fit_camera(calibrated: Camera, nominal: Camera, file_w: int, file_h: int, pa
     """
     if (file_w, file_h) == (nominal.width, nominal.height):
         return nominal
+    check_rescale(calibrated, file_w, file_h, path)
+    if file_w >= nominal.width and file_h >= nominal.height:
+        return nominal
+    return camera_at_size(calibrated, file_w, file_h)
+
+
+def check_rescale(calibrated: Camera, file_w: int, file_h: int, path: Path) -> None:
+    """SceneFormatError unless a `file_w x file_h` file is the calibrated picture rescaled."""
     if not is_uniform_rescale(calibrated.width, calibrated.height, file_w, file_h):
         raise SceneFormatError(
             path,
             f"image is {file_w}x{file_h} but its camera is {calibrated.width}x{calibrated.height}, "
             "which is not a uniform rescale; the intrinsics do not belong to this image",
         )
-    if file_w >= nominal.width and file_h >= nominal.height:
-        return nominal
-    return camera_at_size(calibrated, file_w, file_h)
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:

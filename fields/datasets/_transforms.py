@@ -3,7 +3,9 @@
 Conventions (nerfstudio `nerfstudio_dataparser.py`, instant-ngp `colmap2nerf.py`):
 - `frames[i].transform_matrix` is camera-to-world, OpenGL camera axes (x right, y up, z back).
 - Intrinsics `fl_x, fl_y, cx, cy, w, h` and distortion `k1..k4, p1, p2`, `camera_model` may be
-  top-level or per frame (per frame wins). instant-ngp / Blender give `camera_angle_x`
+  top-level or per frame (per frame wins). Perspective coefficients (k1, k2, k3, p1, p2) and
+  OPENCV_FISHEYE's k1..k4 are undistorted on load (see `Dataset`); a perspective k4 (an r^8
+  term OpenCV lacks) is warned about and left as it is. instant-ngp / Blender give `camera_angle_x`
   (and optionally `camera_angle_y`) instead of focal lengths; `cx, cy` default to the centre.
 - `file_path` is relative to the json's folder; a path without extension gets `.png`.
 - nerfstudio's optional `train_filenames` / `val_filenames` / `test_filenames` become splits.
@@ -160,9 +162,17 @@ def _matrix(value: Any, path: Path, where: str) -> np.ndarray:
     except (TypeError, ValueError) as e:
         raise SceneFormatError(path, f"{where}: transform_matrix is not a numeric matrix") from e
     if M.shape not in ((4, 4), (3, 4)):
-        raise SceneFormatError(path, f"{where}: transform_matrix has shape {M.shape}, expected 4x4")
+        shape = "x".join(map(str, M.shape)) or "()"
+        raise SceneFormatError(
+            path,
+            f"{where}: transform_matrix has shape {shape}, expected 4x4 (or 3x4) camera-to-world",
+        )
     if not np.isfinite(M).all():
         raise SceneFormatError(path, f"{where}: transform_matrix is not finite")
+    if M.shape == (4, 4) and not np.allclose(M[3], [0.0, 0.0, 0.0, 1.0], atol=1e-6):
+        raise SceneFormatError(
+            path, f"{where}: transform_matrix last row is {M[3].tolist()}, expected [0, 0, 0, 1]"
+        )
     if abs(np.linalg.det(M[:3, :3])) < 1e-12:
         raise SceneFormatError(path, f"{where}: transform_matrix rotation is singular")
     return M
@@ -257,7 +267,8 @@ def load_transforms(
     """A nerfstudio / instant-ngp `transforms.json` (the file, or the folder holding it).
 
     Frames keep their file order. Frames whose image file is missing are skipped with one
-    warning (all missing: SceneFormatError). With an integer `downscale=n`, `images_<n>/`
+    warning (all missing: SceneFormatError). Lens distortion is undistorted on load (see
+    `Dataset`). With an integer `downscale=n`, `images_<n>/`
     next to the image folder is preferred (nerfstudio's convention)."""
     check_options(downscale, background)
     path = Path(path).absolute()

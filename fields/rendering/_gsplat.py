@@ -74,4 +74,6 @@ def render_gsplat(
     radii = meta["radii"][0]
     if radii.ndim == 1:  # gsplat < 1.5 returns one radius per Gaussian
         radii = radii[:, None].expand(-1, 2)
-    return RawRender(image[0], alpha[0], radii.to(torch.int32), meta["means2d"][0])
+    means2d = meta["means2d"]  # [1,N,2]: the tensor on the autograd path (gsplat's strategies
+    # retain its gradient for densification); [0] is a view of it
+    return RawRender(image[0], alpha[0], radii.to(torch.int32), means2d[0], means2d)

@@ -33,6 +33,21 @@ class RenderOutput:
     radii: Tensor  # [N,2] int32 screen bounding-box half-extents in pixels; (0, 0) = not visible
     means2d: Tensor  # [N,2] projected centres in pixels (centre of pixel (i,j) at (i+0.5, j+0.5));
     # meaningful only where radii > 0
+    # The tensor the rasterizer consumed, [N,2] or gsplat's [1,N,2]: the screen-space gradient
+    # (what densification reads) lands there, which need not be `means2d` itself.
+    means2d_source: Tensor | None = None
+
+    def retain_means2d_grad(self) -> None:
+        """Keep d loss / d means2d through the next backward (see `means2d_grad`)."""
+        src = self.means2d if self.means2d_source is None else self.means2d_source
+        if src.requires_grad:
+            src.retain_grad()
+
+    def means2d_grad(self) -> Tensor | None:
+        """[N,2] d loss / d means2d (pixels) after backward, when `retain_means2d_grad` was
+        called first; None when no gradient reached the screen positions."""
+        src = self.means2d if self.means2d_source is None else self.means2d_source
+        return None if src.grad is None else src.grad.reshape(-1, 2)
 
     @property
     def visible(self) -> Tensor:
@@ -45,6 +60,7 @@ class RawRender(NamedTuple):
     alpha: Tensor  # [H,W,1]
     radii: Tensor  # [N,2] int32
     means2d: Tensor  # [N,2]
+    means2d_source: Tensor | None = None  # what the rasterizer consumed, when not means2d
 
 
 class RenderArgs(NamedTuple):
@@ -173,7 +189,7 @@ def render(
     # Where alpha == 0 the accumulated z is 0 as well, so the clamp yields depth 0 there.
     depth = image[..., 3:4] / alpha.clamp_min(1e-10)
     feats = image[..., 4:] if features is not None else None
-    return RenderOutput(rgb, alpha, depth, feats, raw.radii, raw.means2d)
+    return RenderOutput(rgb, alpha, depth, feats, raw.radii, raw.means2d, raw.means2d_source)
 
 
 # ---------------------------------------------------------------------- helpers

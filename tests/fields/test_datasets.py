@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 import warnings
 from pathlib import Path
@@ -255,16 +256,39 @@ def test_colmap_images_match_files(tmp_path: Path) -> None:
     assert ds.image_paths[0] == tmp_path / "images" / cams[0].name
 
 
-def test_colmap_distortion_kept_and_warned_once(tmp_path: Path) -> None:
-    make_colmap(tmp_path, models=["OPENCV"] * 3, dist=(-0.05, 0.01, 0.0, 0.0))
+def test_colmap_distortion_kept_and_undistorted_without_warning(tmp_path: Path) -> None:
+    cams, _ = make_colmap(tmp_path, models=["OPENCV"] * 3, dist=(-0.05, 0.01, 0.0, 0.0))
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         ds = load_colmap(tmp_path)
-    assert len(record) == 1 and "non-pinhole" in str(record[0].message)
-    assert "OPENCV k1=-0.05, k2=0.01" in str(record[0].message)
+    assert record == []
+    assert ds.undistorted and "undistorted" in repr(ds)
     assert ds.distortion[0].model == "OPENCV"
     assert ds.distortion[0].params == {"k1": -0.05, "k2": 0.01, "p1": 0.0, "p2": 0.0}
-    assert not ds.distortion[0].is_pinhole
+    assert not ds.distortion[0].is_pinhole and ds.distortion[0].undistortable
+    # The cameras are the undistorted pinholes, not the file's intrinsics; images match them.
+    assert not torch.equal(ds.cameras[0].K, cams[0].K)
+    torch.testing.assert_close(ds.cameras[0].viewmat, cams[0].viewmat)
+    camera, image = ds[0]
+    assert camera is ds.cameras[0] and image.shape == (camera.height, camera.width, 3)
+
+
+def test_unsupported_lens_still_warned_once(tmp_path: Path) -> None:
+    make_colmap(tmp_path, "txt")
+    cameras_txt = tmp_path / "sparse" / "0" / "cameras.txt"
+    lines = cameras_txt.read_text().splitlines()
+    for k in (2, 3):  # two of the three cameras become FOV lenses (no OpenCV inverse)
+        f = lines[k].split()
+        lines[k] = " ".join([f[0], "FOV", *f[2:], "0.3"])
+    cameras_txt.write_text("\n".join(lines) + "\n")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        ds = load_colmap(tmp_path)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "2 of 3 views" in message and "cannot undistort" in message and "FOV" in message
+    assert not ds.undistorted and not ds.distortion[0].undistortable
+    assert ds.distortion[0].params == {"omega": 0.3}
 
 
 def test_colmap_missing_images_skipped(tmp_path: Path) -> None:
@@ -647,3 +671,125 @@ def test_undecodable_image_and_unknown_folder(tmp_path: Path) -> None:
         load_dataset(tmp_path / "nope")
     with pytest.raises(ValueError, match="downscale"):
         load_dataset(tmp_path, downscale=0.5)
+
+
+# ====================================================================== RGBA access
+def rgba_with_garbage_under_transparency(width: int, height: int) -> np.ndarray:
+    """Left part opaque red, a ramp of partial alpha, right part fully transparent with a
+    green colour that must never bleed into visible pixels."""
+    rgba = np.zeros((height, width, 4), dtype=np.uint8)
+    rgba[..., 0] = 220
+    rgba[:, width // 2 + 1 :, :3] = (0, 255, 0)
+    rgba[:, : width // 2 + 1, 3] = 255
+    rgba[:, width // 2 + 1 :, 3] = 0
+    rgba[: height // 2, width // 4, 3] = 90  # partial alpha inside the red part
+    rgba[2, 3] = (10, 200, 30, 140)
+    return rgba
+
+
+@pytest.mark.parametrize("model", ["PINHOLE", "OPENCV"])
+@pytest.mark.parametrize("downscale", [1, 2])
+def test_load_rgba_composites_to_getitem(tmp_path: Path, model: str, downscale: int) -> None:
+    cams = gt_cameras(2, 32, 24)
+    dist = (-0.08, 0.01, 0.002, -0.001) if model == "OPENCV" else ()
+    write_colmap(tmp_path / "sparse" / "0", cams, "txt", models=[model] * 2, dist=dist)
+    rgba_u8 = rgba_with_garbage_under_transparency(32, 24)
+    for cam in cams:
+        write_png(tmp_path / "images" / cam.name, rgba_u8)
+    for background in [(0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.2, 0.5, 0.9)]:
+        ds = load_colmap(tmp_path, downscale=downscale, background=background)
+        assert ds.has_alpha and ds.undistorted == (model == "OPENCV")
+        camera_rgba, rgba = ds.load_rgba(1)
+        camera, rgb = ds[1]
+        assert camera_rgba is camera is ds.cameras[1]
+        assert rgba.dtype == torch.float32 and rgba.shape == (camera.height, camera.width, 4)
+        assert float(rgba.min()) >= 0.0 and float(rgba.max()) <= 1.0
+        alpha = rgba[..., 3:]
+        composite = rgba[..., :3] * alpha + torch.tensor(background) * (1 - alpha)
+        torch.testing.assert_close(composite, rgb, atol=2e-6, rtol=0)
+    # Straight colour: where any red is visible it is pure red; the green under alpha = 0
+    # never bleeds in (it would if colour were resampled without premultiplying).
+    visible = alpha[..., 0] > 0.05
+    assert visible.any() and (alpha[..., 0] < 0.95).any()
+    far_from_odd_pixel = torch.ones_like(visible)
+    far_from_odd_pixel[:6, :8] = False
+    torch.testing.assert_close(
+        rgba[visible & far_from_odd_pixel][:, :3],
+        torch.tensor([220 / 255, 0.0, 0.0]).expand(int((visible & far_from_odd_pixel).sum()), 3),
+        atol=1e-5,
+        rtol=0,
+    )
+
+
+def test_load_rgba_without_alpha_and_unresampled(tmp_path: Path) -> None:
+    make_colmap(tmp_path)
+    ds = load_colmap(tmp_path)
+    assert not ds.has_alpha
+    camera, rgba = ds.load_rgba(0)
+    assert camera is ds.cameras[0] and rgba.shape == (H, W, 4)
+    assert torch.equal(rgba[..., 3], torch.ones(H, W))
+    assert torch.equal(rgba[..., :3], ds[0][1])
+    _, rgba_u8 = make_blender(tmp_path / "blender")
+    blender = load_dataset(tmp_path / "blender")
+    assert blender.has_alpha
+    _, rgba = blender.load_rgba(0)  # no resampling: the file's values exactly
+    assert torch.equal(rgba, torch.from_numpy(rgba_u8.astype(np.float32) / 255.0))
+
+
+# ====================================================================== bad poses, no images
+@pytest.mark.parametrize(
+    ("matrix", "match"),
+    [
+        (np.eye(3).tolist(), "has shape 3x3, expected 4x4"),
+        (np.eye(4)[:2].tolist(), "has shape 2x4, expected 4x4"),
+        ([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1]], "not a numeric matrix"),
+        ([["a", 0, 0, 0]] * 4, "not a numeric matrix"),
+        (None, "has shape ()"),
+        ([[1, 0, 0, float("inf")], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "not finite"),
+        ([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0.5, 0, 1]], "last row"),
+        (np.zeros((4, 4)).tolist(), "last row"),
+        ([[1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "singular"),
+    ],
+)
+def test_bad_pose_names_file_and_frame(tmp_path: Path, matrix, match: str) -> None:
+    path = write_transforms(tmp_path, gt_cameras(2))
+    meta = json.loads(path.read_text())
+    meta["frames"][1]["transform_matrix"] = matrix
+    path.write_text(json.dumps(meta))
+    with pytest.raises(SceneFormatError, match=re.escape(match)) as err:
+        load_transforms(tmp_path)
+    assert err.value.path == path
+    assert "frames[1] (./images/img_1.png)" in str(err.value)
+
+
+def test_three_by_four_pose_accepted(tmp_path: Path) -> None:
+    cams = gt_cameras(1)
+    path = write_transforms(tmp_path, cams)
+    meta = json.loads(path.read_text())
+    meta["frames"][0]["transform_matrix"] = meta["frames"][0]["transform_matrix"][:3]
+    path.write_text(json.dumps(meta))
+    assert_same_camera(load_transforms(tmp_path).cameras[0], cams[0])
+
+
+def test_no_images_at_all(tmp_path: Path) -> None:
+    path = write_transforms(tmp_path / "ns", gt_cameras(1))
+    path.write_text(json.dumps({**json.loads(path.read_text()), "frames": []}))
+    with pytest.raises(SceneFormatError, match="'frames' is empty") as err:
+        load_dataset(tmp_path / "ns")
+    assert err.value.path == path
+    for fmt in ("txt", "bin"):
+        root = tmp_path / fmt
+        make_colmap(root, fmt)
+        images = root / "sparse" / "0" / f"images.{fmt}"
+        if fmt == "txt":
+            images.write_text("# Image list with two lines of data per image:\n")
+        else:
+            images.write_bytes(struct.pack("<Q", 0))
+        with pytest.raises(SceneFormatError, match="no registered images") as err:
+            load_dataset(root)
+        assert err.value.path == images
+    make_blender(tmp_path / "blender", splits=("train",))
+    split = tmp_path / "blender" / "transforms_train.json"
+    split.write_text(json.dumps({"camera_angle_x": 0.5, "frames": []}))
+    with pytest.raises(SceneFormatError, match="'frames' is empty"):
+        load_dataset(tmp_path / "blender")
