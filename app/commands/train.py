@@ -194,7 +194,7 @@ def _run_cli(trainer, out: Path, ckpt: Path, args: argparse.Namespace, save_scen
     metrics = None
     if not interrupted:
         result = trainer.evaluate(with_lpips=True)
-        metrics = None if result is None else _metrics(result)
+        metrics = None if result is None else result.summary()
     trainer.save_checkpoint(ckpt)
     save_scene(trainer.scene(metrics=metrics), out, overwrite=True)
     summary = {
@@ -208,14 +208,6 @@ def _run_cli(trainer, out: Path, ckpt: Path, args: argparse.Namespace, save_scen
     }
     print(json.dumps(summary))
     return 130 if interrupted else 0
-
-
-def _metrics(result) -> dict:
-    d = {"psnr": round(result.psnr, 3), "ssim": round(result.ssim, 4), "views": len(result.views)}
-    d["lpips"] = None if result.lpips is None else round(result.lpips, 4)
-    if result.lpips_note and result.lpips is None:
-        d["lpips_note"] = result.lpips_note
-    return d
 
 
 def _run_with_viewer(trainer, out: Path, ckpt: Path, args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HELP = "open a scene in the browser viewer (select, edit, save)"
 
@@ -122,15 +123,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--data",
         type=Path,
         default=None,
-        help="dataset (COLMAP, transforms.json, Blender) for cameras and distilling features",
+        help="dataset (COLMAP, transforms.json, Blender) for cameras, distilling features and "
+        "the Train folder (train a scene from its photos while watching it)",
     )
     add_server_arguments(p)
     add_feature_arguments(p)
 
 
-def serve(args: argparse.Namespace, load: Callable[[], dict], *, t0: float | None = None) -> int:
+def serve(
+    args: argparse.Namespace,
+    load: Callable[[], dict],
+    *,
+    t0: float | None = None,
+    setup: Callable[[Any], None] | None = None,
+) -> int:
     """Start the server first (the browser can load the page meanwhile), then `load()` the scene
-    (a dict of `ViewerApp` keyword arguments: scene, cameras, source, title), then block."""
+    (a dict of `ViewerApp` keyword arguments: scene, cameras, source, title), then `setup(app)`
+    (extra panels), then block."""
     from app.viewer import ViewerConfig, start_server
 
     t0 = time.perf_counter() if t0 is None else t0
@@ -171,6 +180,8 @@ def serve(args: argparse.Namespace, load: Callable[[], dict], *, t0: float | Non
         if hasattr(args, "features"):
             kwargs["features"] = feature_options(args)
         app = ViewerApp(config=config, server=started, **kwargs)
+        if setup is not None:
+            setup(app)
     except BaseException:
         started.server.stop()
         raise
@@ -203,4 +214,10 @@ def run(args: argparse.Namespace) -> int:
             "source": args.scene.resolve(),
         }
 
-    return serve(args, load, t0=t0)
+    def setup(viewer) -> None:
+        if viewer.dataset is not None:  # --data: the Train folder trains on it
+            from app.viewer import TrainPanel
+
+            viewer.train_panel = TrainPanel(viewer, data=args.data, dataset=viewer.dataset)
+
+    return serve(args, load, t0=t0, setup=setup)

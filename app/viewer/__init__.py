@@ -11,6 +11,10 @@ app.wait()  # serve until Ctrl+C
 `start_server(config)` binds the port and serves the page before a scene exists (the CLI does
 this so the browser loads while the scene loads); pass its result as `ViewerApp(server=...)`.
 
+`run_training_viewer(session)` (`scenelab train DATA --out X --viewer`) serves a viewer that
+shows a `fields.training.TrainSession` training: the splats refresh every few seconds, and the
+Train folder pauses, resumes, stops and saves it.
+
 Everything else lives in private modules: `_state` (shared scene state), `_splats` (scene ->
 viser splat buffer), `_jobs` (job runner), `_overlay` (server-rendered overlays), `_camera`, and
 one `_panel_*` module per GUI folder.
@@ -18,14 +22,113 @@ one `_panel_*` module per GUI folder.
 
 from __future__ import annotations
 
+import json
+import sys
+import time
 from typing import TYPE_CHECKING
 
 from ._server import ViewerConfig, start_server
 
 if TYPE_CHECKING:
-    from ._app import ViewerApp
+    from fields.training import TrainSession
 
-__all__ = ["ViewerApp", "ViewerConfig", "start_server"]
+    from ._app import ViewerApp
+    from ._panel_train import TrainPanel
+
+__all__ = ["TrainPanel", "ViewerApp", "ViewerConfig", "run_training_viewer", "start_server"]
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def run_training_viewer(
+    session: TrainSession,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    open_seconds: float | None = None,
+) -> int:
+    """Serve a viewer on `session`'s snapshot with the Train folder already running it, and
+    block until Ctrl+C (or, with `open_seconds`, that long: scripts and tests). Either way a run
+    still going is stopped and what it trained is saved before this returns. The viewer stays
+    up after training finishes, to look at the result. Prints a JSON summary like the CLI's;
+    returns 0, or 1 when training failed."""
+    from ._app import ViewerApp
+    from ._panel_train import TrainPanel
+
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be in 0..65535, got {port}")
+    config = ViewerConfig(host=host, port=port)
+    started = start_server(config)
+    if started.port_was_taken:
+        print(
+            f"scenelab: port {port} on {host} is already in use; serving on {started.port}",
+            file=sys.stderr,
+        )
+    if host not in LOCAL_HOSTS:
+        print(
+            f"scenelab: warning: listening on {host}: anyone who can reach this port can steer "
+            "the training",
+            file=sys.stderr,
+        )
+    try:
+        snap = session.snapshot()
+        if snap is None:
+            raise RuntimeError("the training session has no scene to show")
+        dataset = session.trainer.dataset
+        app = ViewerApp(
+            snap[1],
+            config,
+            server=started,
+            cameras=dataset.cameras,
+            title=f"training {session.out.name}",
+            dataset=dataset,
+        )
+    except BaseException:
+        started.server.stop()
+        raise
+    panel = TrainPanel(app, session=session)
+    job = panel.job
+    print(f"scenelab train: watch at {app.url}  (Ctrl+C stops training and saves)", flush=True)
+    deadline = None if open_seconds is None else time.monotonic() + open_seconds
+    told = False
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+            if not told and job is not None and job.status.finished:
+                told = True
+                st = session.status()
+                print(
+                    f"scenelab train: {st.state} at step {st.step:,}; saved {st.last_saved}. "
+                    "The viewer stays up: Ctrl+C to quit.",
+                    flush=True,
+                )
+    except KeyboardInterrupt:
+        if not told:
+            print("\nscenelab train: stopping; saving what was trained…", file=sys.stderr)
+    finally:
+        session.stop()
+        try:
+            if job is not None:
+                job.wait()
+        except KeyboardInterrupt:
+            print("scenelab train: interrupted again; not waiting for the save", file=sys.stderr)
+        panel.close()
+        app.stop()
+    st = session.status()
+    summary = {
+        "out": None if st.last_saved is None else str(st.last_saved),
+        "checkpoint": None if session.checkpoint is None else str(session.checkpoint),
+        "state": st.state,
+        "steps": st.step,
+        "seconds": round(st.elapsed_s, 1),
+        "gaussians": st.n_gaussians,
+        "heldout_psnr": None if st.heldout_psnr is None else round(st.heldout_psnr, 3),
+    }
+    print(json.dumps(summary), flush=True)
+    if st.state == "failed":
+        print(f"scenelab train: error: {st.error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def __getattr__(name: str):
@@ -34,4 +137,8 @@ def __getattr__(name: str):
         from ._app import ViewerApp
 
         return ViewerApp
+    if name == "TrainPanel":
+        from ._panel_train import TrainPanel
+
+        return TrainPanel
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -142,6 +142,7 @@ class ViewerState:
         self.lock = threading.RLock()
         self.source = source  # the file the scene was opened from (never overwritten silently)
         self.history = editing.History(scene, max_bytes=max_history_bytes)
+        self._max_history_bytes = max_history_bytes
         self._selection = torch.zeros(len(scene), dtype=torch.bool)
         self._left_with: weakref.WeakKeyDictionary[GaussianScene, Tensor] = (
             weakref.WeakKeyDictionary()
@@ -412,6 +413,14 @@ class ViewerState:
             self._adopt(new_scene, new_sel)
         self._emit(SCENE)
         return new_scene
+
+    def replace_scene(self, scene: GaussianScene, name: str) -> None:
+        """Show `scene` as a new starting point with no history behind it (a training run's
+        snapshot: nothing before it is a state the user made and could return to)."""
+        with self.lock:
+            self.history = editing.History(scene, max_bytes=self._max_history_bytes, name=name)
+            self._adopt(scene, None)
+        self._emit(SCENE)
 
     def undo(self) -> bool:
         return self._step(-1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,4 +277,33 @@ def load_transforms(
     if not json_path.is_file():
         raise FileNotFoundError(f"no transforms file: {json_path}")
     views = views_from_files([(json_path, None)])
-    return Dataset(views, root=json_path.parent, downscale=downscale, background=background)
+    return Dataset(
+        views,
+        root=json_path.parent,
+        downscale=downscale,
+        background=background,
+        points=_ply_points(json_path),
+    )
+
+
+def _ply_points(json_path: Path) -> Callable[[], tuple[torch.Tensor, torch.Tensor] | None] | None:
+    """The point cloud a nerfstudio `ply_file_path` names (same world frame as the poses), as a
+    lazy loader of (xyz float32 [P,3], rgb uint8 [P,3]); None when the file names none."""
+    try:
+        meta = json.loads(json_path.read_text())
+    except (OSError, ValueError):
+        return None
+    rel = meta.get("ply_file_path") if isinstance(meta, dict) else None
+    if not isinstance(rel, str) or not rel:
+        return None
+    ply_path = json_path.parent / rel
+
+    def load() -> tuple[torch.Tensor, torch.Tensor]:
+        from ..formats import read_point_cloud
+
+        if not ply_path.is_file():
+            raise SceneFormatError(json_path, f"ply_file_path {rel!r} does not exist")
+        xyz, rgb = read_point_cloud(ply_path)
+        return torch.from_numpy(xyz), torch.from_numpy(rgb)
+
+    return load

@@ -24,6 +24,8 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import SceneFormatError
 from ..scene import GaussianScene
 from . import _sidecar
@@ -35,7 +37,7 @@ from ._plyfile import is_ply, read_ply, write_ply
 from ._splat import read_splat, write_splat
 from ._spz import is_spz, read_spz
 
-__all__ = ["SceneFormatError", "load_scene", "save_scene", "write_files"]
+__all__ = ["SceneFormatError", "load_scene", "read_point_cloud", "save_scene", "write_files"]
 
 Reader = Callable[[Path, bytes], GaussianScene]
 
@@ -141,3 +143,27 @@ def save_scene(
         overwrite=overwrite,
     )
     return path
+
+
+def read_point_cloud(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A PLY point cloud (COLMAP / nerfstudio `sparse_pc.ply`): xyz float32 [P,3] and rgb uint8
+    [P,3] (float colours in [0,1] are scaled; grey when the file has none). Raises
+    `SceneFormatError` for files without x, y, z vertices or with non-finite coordinates."""
+    path = Path(path)
+    ply = read_ply(path, path.read_bytes())
+    if "vertex" not in ply.tables:
+        raise SceneFormatError(path, "no vertex element in the point cloud")
+    names = ply.dtypes("vertex")
+    if not {"x", "y", "z"} <= set(names):
+        raise SceneFormatError(path, "point cloud vertices need x, y, z properties")
+    xyz = ply.stack("vertex", ["x", "y", "z"], np.float32)
+    if not np.isfinite(xyz).all():
+        raise SceneFormatError(path, "point cloud has NaN or Inf coordinates")
+    if {"red", "green", "blue"} <= set(names):
+        rgb = ply.stack("vertex", ["red", "green", "blue"], np.float64)
+        if names["red"].kind == "f":  # float colours in [0, 1]
+            rgb = rgb * 255.0
+        rgb = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+    else:
+        rgb = np.full((len(xyz), 3), 128, np.uint8)
+    return xyz, rgb

@@ -24,6 +24,7 @@ from ._eval import EvalResult, ViewScore, evaluate_views, lpips_model, side_by_s
 from ._init import camera_extent, initial_params, knn_scales, random_points
 from ._losses import photometric_loss, psnr, ssim, ssim_map
 from ._params import GaussianParams
+from ._session import TrainSession, TrainStatus
 from ._strategy import DefaultStrategy, MCMCStrategy, Progress, relocation
 from ._trainer import StepStats, Trainer, load_checkpoint, resolve_device
 
@@ -40,6 +41,8 @@ __all__ = [
     "Splits",
     "StepStats",
     "TrainConfig",
+    "TrainSession",
+    "TrainStatus",
     "Trainer",
     "ViewScore",
     "camera_extent",

@@ -57,11 +57,13 @@ def _view_splits(ds: Dataset) -> list[str | None]:
 
 
 class TrainImages:
-    """Training views decoded once: cameras and RGBA images as uint8 [V,H,W,4] per view (8 bits
-    is what the files hold; it keeps big captures in memory). `target(i, bg)` composites one
+    """Views decoded once: cameras and RGBA images [H,W,4] per view, as uint8 for training (8
+    bits is what the files hold; it keeps big captures in memory) or float32 (`exact`, scoring). `target(i, bg)` composites one
     over a background the way the renders are."""
 
-    def __init__(self, ds: Dataset, indices: list[int]) -> None:
+    def __init__(
+        self, ds: Dataset, indices: list[int], *, check: bool = True, exact: bool = False
+    ) -> None:
         if not indices:
             raise ValueError("no training views")
         self.cameras: list[Camera] = []
@@ -75,8 +77,10 @@ class TrainImages:
             u8 = (rgba.clamp(0, 1) * 255.0).round().to(torch.uint8)
             if int(u8[..., :3].max()) == 0:  # nothing but black (or nothing at all)
                 black.append(ds.names[i])
-            self._rgba.append(u8)
-        self.has_alpha = any(bool((t[..., 3] < 255).any()) for t in self._rgba)
+            self._rgba.append(rgba.float().contiguous() if exact else u8)
+        self.has_alpha = any(bool((self._alpha(t) < 1).any()) for t in self._rgba)
+        if not check:
+            return
         if len(black) == len(indices):
             raise ValueError(
                 f"all {len(indices)} training images in {ds.root} are black: nothing to learn "
@@ -93,8 +97,13 @@ class TrainImages:
     def __len__(self) -> int:
         return len(self._rgba)
 
+    @staticmethod
+    def _alpha(t: Tensor) -> Tensor:
+        return t[..., 3].float() / 255.0 if t.dtype == torch.uint8 else t[..., 3]
+
     def target(self, i: int, background: Tensor) -> Tensor:
         """View i's image [H,W,3] float32 over `background` [3]."""
-        rgba = self._rgba[i].float() / 255.0
+        t = self._rgba[i]
+        rgba = t.float() / 255.0 if t.dtype == torch.uint8 else t
         a = rgba[..., 3:]
         return rgba[..., :3] * a + (1.0 - a) * background

@@ -42,6 +42,18 @@ class EvalResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> dict:
+        """The means, rounded, as the sidecar's `metrics` and the CLI report carry them."""
+        d = {
+            "psnr": round(self.psnr, 3),
+            "ssim": round(self.ssim, 4),
+            "views": len(self.views),
+            "lpips": None if self.lpips is None else round(self.lpips, 4),
+        }
+        if self.lpips is None and self.lpips_note:
+            d["lpips_note"] = self.lpips_note
+        return d
+
 
 @functools.cache
 def lpips_model() -> tuple[object | None, str | None]:

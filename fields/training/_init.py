@@ -69,24 +69,46 @@ def random_points(
 ) -> tuple[Tensor, Tensor]:
     """n random points (xyz [n,3] float32, rgb [n,3] float32 in [0,1]) where the scene should be.
 
-    Object-centric captures (optical axes meeting within 10% of the camera distance): a ball
-    around that point of radius 0.4 x the median camera distance (a Blender object at 4 units
-    sits within ~1.5). Otherwise a box: the cameras' bounds, grown by their extent."""
+    Object-centric captures (optical axes meeting, Blender sets, turntables, our synthetic
+    rigs): uniform in a ball around the meeting point of radius 0.6 x the median camera
+    distance D (a Blender object at D = 4 sits within ~1.5; a table's legs within ~0.9 D).
+    Otherwise: uniform in the cameras' bounds grown by their extent. Either way no point lies
+    within 0.25 D (the extent) of a camera, where it would fog that view."""
+    centres = np.stack([c.center.double().numpy() for c in cameras])  # [C,3]
     meet = look_at_point(cameras)
-    if meet is not None and meet[1] < 0.1:
-        centre, _ = meet
-        dist = np.median([np.linalg.norm(c.center.double().numpy() - centre) for c in cameras])
-        r = 0.4 * dist
-        d = torch.randn(n, 3, generator=generator, dtype=torch.float64)
-        d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        u = torch.rand(n, 1, generator=generator, dtype=torch.float64) ** (1.0 / 3.0)
-        xyz = torch.from_numpy(centre) + d * u * r
+    if meet is not None and meet[1] < 0.25:
+        centre = meet[0]
+        D = float(np.median(np.linalg.norm(centres - centre, axis=1)))
+
+        def draw(m: int) -> Tensor:
+            d = torch.randn(m, 3, generator=generator, dtype=torch.float64)
+            d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            u = torch.rand(m, 1, generator=generator, dtype=torch.float64) ** (1.0 / 3.0)
+            return torch.from_numpy(centre) + d * u * (0.6 * D)
+
     else:
-        centres = np.stack([c.center.double().numpy() for c in cameras])
-        _, extent = camera_extent(cameras)
-        lo, hi = centres.min(0) - extent, centres.max(0) + extent
-        u = torch.rand(n, 3, generator=generator, dtype=torch.float64)
-        xyz = torch.from_numpy(lo) + u * torch.from_numpy(hi - lo)
+        _, D = camera_extent(cameras)
+        lo, hi = centres.min(0) - D, centres.max(0) + D
+
+        def draw(m: int) -> Tensor:
+            u = torch.rand(m, 3, generator=generator, dtype=torch.float64)
+            return torch.from_numpy(lo) + u * torch.from_numpy(hi - lo)
+
+    cams = torch.from_numpy(centres)
+    kept: list[Tensor] = []
+    have = 0
+    for _ in range(50):  # rejection sampling; the excluded volume is a small share
+        xyz = draw(2 * (n - have) + 16)
+        ok = torch.cdist(xyz, cams).min(1).values > 0.25 * D
+        kept.append(xyz[ok])
+        have += int(ok.sum())
+        if have >= n:
+            break
+    xyz = torch.cat(kept)[:n]
+    if len(xyz) < n:
+        raise ValueError(
+            "the cameras leave no room for initial points; give the data a point cloud"
+        )
     rgb = torch.rand(n, 3, generator=generator)
     return xyz.float(), rgb
 

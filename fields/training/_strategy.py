@@ -114,9 +114,12 @@ class DefaultStrategy:
         The period is the paper's 3000 of 30k steps rescaled to the run, but at least 10
         refinements, so the transparent Gaussians a reset leaves can recover or be pruned."""
         c = self.cfg
-        if progress.fraction >= progress.at(c.refine_stop):
+        period = progress.period(c.reset_every, 10 * c.refine_every)
+        # No reset in the last half period of densification: the Gaussians it makes
+        # transparent would be neither pruned nor regrown (3DGS: the last reset is at 12k of 15k).
+        if progress.step + period // 2 >= progress.at(c.refine_stop) * progress.total_steps:
             return 0
-        n = progress.step // progress.period(c.reset_every, 10 * c.refine_every)
+        n = progress.step // period
         return n if n > self.resets else 0
 
     def due(self, progress: Progress) -> bool:

@@ -115,6 +115,7 @@ class Trainer:
         self._queue: list[int] = []
         self.last: StepStats | None = None
         self.history: list[dict[str, float]] = []  # held-out scores as training went
+        self._eval_images: TrainImages | None = None
 
     # ------------------------------------------------------------------ set-up
     def _initial_params(self, init: GaussianScene | None) -> GaussianParams:
@@ -272,7 +273,8 @@ class Trainer:
     def scene(self, metrics: dict[str, Any] | None = None) -> GaussianScene:
         """The Gaussians so far (detached, on the CPU) with the sidecar facts: every dataset
         camera, the up axis they agree on, the config, the splits, and `metrics`."""
-        t = {k: v.detach().cpu() for k, v in self.params.tensors.items()}
+        # A copy: on the CPU .cpu() is the live tensor, which the next Adam step updates.
+        t = {k: v.detach().to("cpu", copy=True) for k, v in self.params.tensors.items()}
         sh = torch.cat([t["sh0"], t["shN"]], dim=1)
         cams = self.dataset.cameras
         up = cameras_up(cams)
@@ -305,12 +307,10 @@ class Trainer:
             return None
         bg = self.config.eval_background
         ds = self.dataset
-        cams, imgs = [], []
-        for i in idx:
-            cam, rgba = ds.load_rgba(i)
-            a = rgba[..., 3:]
-            cams.append(cam)
-            imgs.append(rgba[..., :3] * a + (1 - a) * torch.tensor(bg))
+        if self._eval_images is None:  # decoded once, like the training views
+            self._eval_images = TrainImages(ds, self.splits.test, check=False, exact=True)
+        cams = [self._eval_images.cameras[j] for j in range(len(idx))]
+        imgs = [self._eval_images.target(j, torch.tensor(bg)) for j in range(len(idx))]
         snapshot = self.params.scene().detach() if self.device.type == "cpu" else None
         scene = snapshot if snapshot is not None else self._device_scene()
         result = evaluate_views(

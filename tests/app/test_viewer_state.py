@@ -68,6 +68,17 @@ def test_delete_undo_redo_keeps_state_and_buffer_in_step(viewer, scene):
     )
 
 
+def test_replace_scene_starts_a_fresh_history(viewer, scene):
+    viewer.state.select(scene.extras["label"] == 1)
+    viewer.edit_panel.delete()
+    smaller = scene.subset(torch.arange(100))
+    viewer.state.replace_scene(smaller, "train step 100")
+    assert viewer.state.history_steps() == (["train step 100"], 0)
+    assert not viewer.history_panel.undo()  # nothing behind a replaced scene
+    assert len(viewer.state.scene) == 100 and viewer.state.n_selected == 0
+    assert sent_buffer(viewer).shape[0] == 100
+
+
 def test_ops_need_a_selection(viewer):
     with pytest.raises(NothingSelectedError):
         viewer.edit_panel.delete()
