@@ -3,7 +3,7 @@
 Public names are re-exported here; everything in `_modules` is private.
 """
 
-from .camera import Camera
+from .camera import Camera, cameras_from_meta, cameras_to_meta
 from .conventions import (
     DEFAULT_UP,
     UpAxis,
@@ -30,6 +30,8 @@ __all__ = [
     "RenderOutput",
     "SceneFormatError",
     "UpAxis",
+    "cameras_from_meta",
+    "cameras_to_meta",
     "framing_sphere",
     "framing_view",
     "horizontal_basis",

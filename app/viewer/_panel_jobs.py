@@ -44,7 +44,7 @@ class JobsPanel:
             running = job.status in (JobStatus.RUNNING, JobStatus.QUEUED)
             if running:
                 pct = 100.0 * job.fraction
-                text = f"⏳ **{job.name}**" + (f" — {job.text}" if job.text else "")
+                text = f"**{job.name}**" + (f" — {job.text}" if job.text else "")
                 if job.cancel_requested:
                     text += " (cancelling…)"
                 self.status.content = text

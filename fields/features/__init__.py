@@ -13,6 +13,7 @@ Teachers implement the small `Teacher` protocol and register a builder in `TEACH
 sides register in `TEXT_ENCODERS` (by space) so a saved field can be queried on its own.
 """
 
+from ..camera import cameras_from_meta, cameras_to_meta
 from . import _clip, _levels, _sam  # noqa: F401  (register the teachers; imports stay lazy)
 from ._clip import DEFAULT_MODEL as DEFAULT_CLIP_MODEL
 from ._clip import DEFAULT_PRETRAINED as DEFAULT_CLIP_PRETRAINED
@@ -82,7 +83,7 @@ from ._textquery import (
     language_space,
     split_terms,
 )
-from ._views import cameras_from_meta, cameras_to_meta, surrounds, teacher_cameras
+from ._views import surrounds, teacher_cameras
 
 __all__ = [
     "CANONICAL_NEGATIVES",

@@ -400,7 +400,8 @@ def scene_views(
     """Views to lift `teachers` from when there is no dataset: the cameras given, else those in
     the scene's sidecar (`meta["cameras"]`), else views placed around and inside the scene's
     occupied bounds (`teacher_cameras`) — at the teachers' native resolution (`native_side`)."""
-    from ._views import cameras_from_meta, teacher_cameras
+    from ..camera import cameras_from_meta
+    from ._views import teacher_cameras
 
     side = int(side or native_side(teachers))
     width, height = side, max(8, round(side * 3 / 4))

@@ -13,8 +13,9 @@ Cameras recorded with a scene. A scene's sidecar may hold its capture cameras un
      "c2w": [[...4 numbers...] x 4]}                # camera-to-world, OpenCV axes
                                                    # (x right, y down, z forward)
 
-`cameras_to_meta` writes that list and `cameras_from_meta` reads it back (`fields.Camera` keeps
-world-to-camera `viewmat`s; the file keeps camera-to-world as viser and most viewers do).
+`fields.camera.cameras_to_meta` writes that list and `cameras_from_meta` reads it back
+(`fields.Camera` keeps world-to-camera `viewmat`s; the file keeps camera-to-world as viser and
+most viewers do).
 
 Automatic placement, when no cameras are given (all steps deterministic given `seed`):
 
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,7 @@ from ..conventions import (
 from ..rendering import accumulate_weights, render
 from ..scene import GaussianScene
 
-__all__ = ["cameras_from_meta", "cameras_to_meta", "surrounds", "teacher_cameras"]
+__all__ = ["surrounds", "teacher_cameras"]
 
 SIGNIFICANT_OPACITY = 0.1  # splats at least this opaque must be observed
 OBSERVED_WEIGHT = 0.1  # summed blending weight at which a view observes a splat (as _eval.py)
@@ -75,75 +76,6 @@ _MAX_POINTS = 500_000  # geometry and coverage statistics use at most this many 
 _EVAL_MAX_SIDE = 256  # coverage is measured at most at this long side (a conservative estimate)
 _TRUSTED_RINGS = (-20.0, 10.0, 35.0, 60.0)  # elevations when the scene says which way is up
 _GUESSED_RINGS = (-50.0, -15.0, 15.0, 50.0)  # ... when up is only the default guess
-
-
-# ---------------------------------------------------------------------- cameras <-> meta
-def cameras_to_meta(cameras: Sequence[Camera]) -> list[dict[str, Any]]:
-    """The JSON-able `meta["cameras"]` list of `cameras` (see the module docstring)."""
-    out = []
-    for cam in cameras:
-        out.append(
-            {
-                "name": cam.name,
-                "width": int(cam.width),
-                "height": int(cam.height),
-                "K": cam.K.double().tolist(),
-                "c2w": torch.linalg.inv(cam.viewmat.double()).tolist(),
-            }
-        )
-    return out
-
-
-def cameras_from_meta(meta: Mapping[str, Any]) -> list[Camera] | None:
-    """The cameras a scene's `meta["cameras"]` records (module docstring), or None when it
-    records none. Raises `ValueError` naming the camera and field that is malformed."""
-    records = meta.get("cameras") if isinstance(meta, Mapping) else None
-    if records is None:
-        return None
-    if not isinstance(records, Sequence) or isinstance(records, str):
-        raise ValueError(
-            f'meta["cameras"] must be a list of camera objects, got {type(records).__name__}'
-        )
-    cams = []
-    for i, rec in enumerate(records):
-        where = f'meta["cameras"][{i}]'
-        if not isinstance(rec, Mapping):
-            raise ValueError(f"{where} must be an object with width, height, K and c2w")
-        missing = [k for k in ("width", "height", "K", "c2w") if k not in rec]
-        if missing:
-            raise ValueError(f"{where} lacks {', '.join(missing)}")
-        try:
-            w, h = int(rec["width"]), int(rec["height"])
-        except (TypeError, ValueError):
-            raise ValueError(f"{where}: width and height must be integers") from None
-        K = _matrix(rec["K"], (3, 3), f"{where}.K")
-        c2w = _matrix(rec["c2w"], (4, 4), f"{where}.c2w")
-        R = c2w[:3, :3]
-        if np.abs(R @ R.T - np.eye(3)).max() > 1e-3 or np.linalg.det(R) < 0:
-            raise ValueError(f"{where}.c2w: its upper-left 3x3 block is not a rotation")
-        if np.abs(c2w[3] - [0.0, 0.0, 0.0, 1.0]).max() > 1e-6:
-            raise ValueError(f"{where}.c2w: the last row must be [0, 0, 0, 1]")
-        try:
-            cams.append(
-                Camera.from_c2w(
-                    torch.from_numpy(c2w), torch.from_numpy(K), w, h, str(rec.get("name", ""))
-                )
-            )
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
-    return cams
-
-
-def _matrix(value: Any, shape: tuple[int, int], where: str) -> np.ndarray:
-    try:
-        m = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where} must be a {shape[0]}x{shape[1]} matrix of numbers") from None
-    if m.shape != shape or not np.isfinite(m).all():
-        raise ValueError(
-            f"{where} must be a finite {shape[0]}x{shape[1]} matrix, got shape {m.shape}"
-        )
-    return m
 
 
 # ---------------------------------------------------------------------- geometry

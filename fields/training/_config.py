@@ -74,7 +74,7 @@ class TrainConfig:
     init_points: int = 50_000  # random initialisation when the data has no points
     init_opacity: float = 0.1
     init_scale: float = 1.0  # x mean distance to the 3 nearest neighbours
-    sh_degree_interval: int = 1000  # one SH degree more every this many steps (of 30k)
+    sh_degree_interval: int = 1000  # one SH degree more every this many steps (of 30k); 0: none
     reference_steps: int = 30_000  # the run length the step-count constants are written for
     lr: LearningRates = field(default_factory=LearningRates)
     default: DefaultStrategyConfig = field(default_factory=DefaultStrategyConfig)
@@ -101,6 +101,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.ssim_lambda <= 1.0:
             raise ValueError(f"ssim_lambda must be in [0, 1], got {self.ssim_lambda}")
+        if self.sh_degree_interval < 0 or self.reference_steps < 1:
+            raise ValueError("sh_degree_interval must be >= 0 and reference_steps >= 1")
         if self.init_points < 1:
             raise ValueError(f"init_points must be >= 1, got {self.init_points}")
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..camera import Camera
+from ..camera import Camera, cameras_to_meta
 from ..conventions import cameras_up, format_up
 from ..datasets import Dataset
 from ..formats import write_files
@@ -174,6 +174,8 @@ class Trainer:
 
     def sh_degree_now(self, fraction: float | None = None) -> int:
         f = self.fraction() if fraction is None else fraction
+        if self.config.sh_degree_interval == 0:  # no warm-up: every band from the start
+            return self.config.sh_degree
         every = self.config.sh_degree_interval / self.config.reference_steps
         return min(self.config.sh_degree, int(f / every))
 
@@ -279,7 +281,7 @@ class Trainer:
         cams = self.dataset.cameras
         up = cameras_up(cams)
         meta: dict[str, Any] = {
-            "cameras": _cameras_meta(cams),
+            "cameras": cameras_to_meta(cams),
             "units": "those of the dataset's poses",
             "training": {
                 "dataset": str(self.dataset.root),
@@ -418,9 +420,3 @@ def _placeholder_scene(cfg: TrainConfig) -> GaussianScene:
     k = (cfg.sh_degree + 1) ** 2
     z = torch.zeros
     return GaussianScene(z(1, 3), torch.tensor([[1.0, 0, 0, 0]]), z(1, 3), z(1), z(1, k, 3))
-
-
-def _cameras_meta(cameras: list[Camera]) -> list[dict[str, Any]]:
-    from ..features import cameras_to_meta
-
-    return cameras_to_meta(cameras)
