@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -105,13 +104,6 @@ def _config(args: argparse.Namespace):
     )
 
 
-def _fmt_time(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
 class TrainProgress:
     """One progress line on stderr: step, steps/s, loss, train PSNR, Gaussians, ETA."""
 
@@ -121,6 +113,8 @@ class TrainProgress:
         self.last = 0.0
 
     def __call__(self, s) -> None:  # s: StepStats
+        from fields.training import format_seconds
+
         now = time.perf_counter()
         if self.quiet or now - self.last < 0.5:
             return
@@ -129,7 +123,7 @@ class TrainProgress:
         line = (
             f"\rtrain {100 * s.fraction:5.1f}% | step {s.step}{total} | {s.steps_per_s:5.1f} it/s"
             f" | loss {s.loss:.4f} | PSNR {s.psnr:5.2f} dB | {s.n_gaussians:,} Gaussians"
-            f" | ETA {_fmt_time(s.eta_s)}  "
+            f" | ETA {format_seconds(s.eta_s)}  "
         )
         sys.stderr.write(line)
         sys.stderr.flush()
@@ -152,6 +146,12 @@ def run(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise FileNotFoundError(f"--out folder does not exist: {out.parent}")
     ckpt = args.checkpoint or out.with_suffix(".ckpt")
+    continuing = args.resume is not None and ckpt.resolve() == args.resume.resolve()
+    if ckpt.exists() and not (args.overwrite or continuing):
+        raise FileExistsError(
+            f"checkpoint {ckpt} exists (pass --overwrite to replace it, --resume {ckpt} to "
+            "continue it, or --checkpoint PATH)"
+        )
     config = _config(args)
     device = resolve_device(args.device)
     dist = DistContext.from_env(device)

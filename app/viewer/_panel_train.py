@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fields import GaussianScene, load_dataset
-from fields.training import TrainConfig, Trainer, TrainSession, TrainStatus, resolve_device
+from fields.training import (
+    TrainConfig,
+    Trainer,
+    TrainSession,
+    TrainStatus,
+    format_seconds,
+    resolve_device,
+)
 
 from .._paths import confine, display
 from ._jobs import Job, JobContext
@@ -381,12 +388,3 @@ def _update_chart(chart: Any, s: TrainStatus) -> None:
 def _assign(handle: Any, name: str, value: Any) -> None:
     if getattr(handle, name) != value:
         setattr(handle, name, value)
-
-
-def format_seconds(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    s = round(s)
-    if s >= 3600:
-        return f"{s // 3600} h {s % 3600 // 60:02d} min"
-    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"

@@ -24,7 +24,7 @@ from ._eval import EvalResult, ViewScore, evaluate_views, lpips_model, side_by_s
 from ._init import camera_extent, initial_params, knn_scales, random_points
 from ._losses import photometric_loss, psnr, ssim, ssim_map
 from ._params import GaussianParams
-from ._session import TrainSession, TrainStatus
+from ._session import TrainSession, TrainStatus, format_seconds
 from ._strategy import DefaultStrategy, MCMCStrategy, Progress, relocation
 from ._trainer import StepStats, Trainer, load_checkpoint, resolve_device
 
@@ -48,6 +48,7 @@ __all__ = [
     "camera_extent",
     "choose_splits",
     "evaluate_views",
+    "format_seconds",
     "initial_params",
     "knn_scales",
     "load_checkpoint",

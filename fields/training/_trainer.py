@@ -313,10 +313,8 @@ class Trainer:
             self._eval_images = TrainImages(ds, self.splits.test, check=False, exact=True)
         cams = [self._eval_images.cameras[j] for j in range(len(idx))]
         imgs = [self._eval_images.target(j, torch.tensor(bg)) for j in range(len(idx))]
-        snapshot = self.params.scene().detach() if self.device.type == "cpu" else None
-        scene = snapshot if snapshot is not None else self._device_scene()
         result = evaluate_views(
-            scene,
+            self._device_scene(),
             cams,
             imgs,
             background=bg,

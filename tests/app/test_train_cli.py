@@ -79,6 +79,12 @@ def test_train_then_eval_and_resume(world, tmp_path, capsys):
     out2 = tmp_path / "s2.ply"
     assert _train(world, out2, "--resume", str(tmp_path / "s.ckpt"), "--steps", "40") == 0
     assert load_scene(out2).meta["training"]["steps"] == 40
+    # a checkpoint of another run is not replaced unasked; continuing the same one is fine
+    out2.unlink()
+    assert _train(world, out2, "--steps", "5") == 2
+    assert "checkpoint" in capsys.readouterr().err
+    ckpt2 = tmp_path / "s2.ckpt"
+    assert _train(world, out2, "--resume", str(ckpt2), "--steps", "45") == 0
 
 
 def test_bad_data_gets_a_clear_error(tmp_path, capsys):
