@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--steps",
         type=int,
         default=None,
-        help="optimisation steps (default 7000; unlimited when only --time-budget is given)",
+        help="optimisation steps (when not given: 7000, or unlimited with only --time-budget)",
     )
     p.add_argument(
         "--time-budget",
@@ -68,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--checkpoint",
         type=Path,
         default=None,
-        help="checkpoint path (default: OUT with suffix .ckpt)",
+        help="checkpoint path (when not given: OUT with suffix .ckpt)",
     )
     p.add_argument(
         "--checkpoint-every",
