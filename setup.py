@@ -1,4 +1,5 @@
-"""Builds scenelab's compiled CPU renderer (projection + tile rasterizer), `fields._raster_cpu`;
+"""Builds scenelab's compiled CPU kernels: the Gaussian renderer (projection + tile rasterizer),
+`fields._raster_cpu`, and the NeRF's hash encoding and ray marcher, `fields._nerf_cpu`;
 metadata is in pyproject.toml.
 
 The extension is plain C++17 over float buffers (pybind11 + OpenMP, no libtorch), so the isolated
@@ -77,7 +78,14 @@ ext_modules = [
         cxx_std=17,
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,
-    )
+    ),
+    Pybind11Extension(
+        "fields._nerf_cpu",
+        [f"{CSRC}/nerf_cpu.cpp"],
+        cxx_std=17,
+        extra_compile_args=COMPILE_ARGS,
+        extra_link_args=LINK_ARGS,
+    ),
 ]
 
 setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})

@@ -18,10 +18,10 @@ from ._config import (
     MCMCStrategyConfig,
     TrainConfig,
 )
-from ._data import Splits, choose_splits
+from ._data import Splits, TrainImages, choose_splits
 from ._distributed import DistContext
 from ._eval import EvalResult, ViewScore, evaluate_views, lpips_model, side_by_side
-from ._init import camera_extent, initial_params, knn_scales, random_points
+from ._init import camera_extent, initial_params, knn_scales, look_at_point, random_points
 from ._losses import photometric_loss, psnr, ssim, ssim_map
 from ._params import GaussianParams
 from ._session import TrainSession, TrainStatus, format_seconds
@@ -41,6 +41,7 @@ __all__ = [
     "Splits",
     "StepStats",
     "TrainConfig",
+    "TrainImages",
     "TrainSession",
     "TrainStatus",
     "Trainer",
@@ -52,6 +53,7 @@ __all__ = [
     "initial_params",
     "knn_scales",
     "load_checkpoint",
+    "look_at_point",
     "lpips_model",
     "photometric_loss",
     "psnr",

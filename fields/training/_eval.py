@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -80,7 +80,7 @@ def _lpips(model: object, a: Tensor, b: Tensor) -> float:
 
 
 def evaluate_views(
-    scene: GaussianScene,
+    scene: GaussianScene | Callable[[Camera, tuple[float, float, float]], Tensor],
     cameras: Sequence[Camera],
     images: Sequence[Tensor],  # each [H,W,3] float in [0,1], composited over `background`
     *,
@@ -89,7 +89,8 @@ def evaluate_views(
     with_lpips: bool = True,
     renders_out: list[Tensor] | None = None,  # filled with the renders [H,W,3] when given
 ) -> EvalResult:
-    """Render `scene` from each camera over `background` and score it against the image."""
+    """Render `scene` from each camera over `background` and score it against the image.
+    `scene` is a Gaussian scene or any renderer `(camera, background) -> rgb [H,W,3]` (a NeRF)."""
     if len(cameras) != len(images):
         raise ValueError(f"{len(cameras)} cameras but {len(images)} images")
     if not cameras:
@@ -98,8 +99,12 @@ def evaluate_views(
     scores = []
     with torch.no_grad():
         for i, (cam, img) in enumerate(zip(cameras, images, strict=True)):
-            out = render(scene, cam, background=background)
-            pred = out.rgb.clamp(0, 1).cpu()
+            rgb = (
+                render(scene, cam, background=background).rgb
+                if isinstance(scene, GaussianScene)
+                else scene(cam, background)
+            )
+            pred = rgb.clamp(0, 1).cpu()
             if renders_out is not None:
                 renders_out.append(pred)
             lp = _lpips(model, pred, img) if model is not None else None
