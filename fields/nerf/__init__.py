@@ -13,6 +13,7 @@ from ._field import NerfField, NerfModelConfig, SceneBox
 from ._io import is_nerf_path, load_nerf, save_nerf
 from ._march import MarchSettings, Samples, composite_weights, march_rays, ray_bounds
 from ._scene import NerfRender, NerfScene, RayOutput, camera_rays, render_nerf
+from ._trainer import NerfStepStats, NerfTrainConfig, NerfTrainer, scene_box
 
 __all__ = [
     "GridLayout",
@@ -21,6 +22,9 @@ __all__ = [
     "NerfModelConfig",
     "NerfRender",
     "NerfScene",
+    "NerfStepStats",
+    "NerfTrainConfig",
+    "NerfTrainer",
     "RayOutput",
     "Samples",
     "SceneBox",
@@ -35,4 +39,5 @@ __all__ = [
     "ray_bounds",
     "render_nerf",
     "save_nerf",
+    "scene_box",
 ]

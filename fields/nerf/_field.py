@@ -13,7 +13,7 @@ low-dimensional feature space of `fields.features` (GP-NeRF / LERF style).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -137,8 +137,6 @@ class NerfField(nn.Module):
         self.feature_table = nn.Parameter((torch.rand(self.feature_layout.rows, 2) * 2 - 1) * 1e-4)
         self.feature_head = nn.Linear(c.feature_levels * 2, dim)
         if c.feature_dim != dim:
-            from dataclasses import replace
-
             self.config = replace(c, feature_dim=dim)
 
     @property

@@ -9,8 +9,11 @@ Its safetensors header's `__metadata__` holds, as JSON strings:
     "model":   NerfModelConfig fields
     "box":     {"center": [x, y, z], "radius": r, "mode": "box" | "contract"}
     "march":   {"dt": .., "cone": .., "dt_max": .., "max_samples_per_ray": ..}
-    "meta":    the scene's facts (cameras, up axis, training, metrics, feature heads), the same
-               keys a Gaussian scene's JSON sidecar holds
+    "meta":    the scene's facts (cameras, up axis, training, metrics), the same keys a
+               Gaussian scene's JSON sidecar holds
+    "feature_field": (with a feature branch) the decoding side of its feature field: levels,
+               config, teachers and meta as `FeatureField.metadata()` writes them; its heads are
+               the tensors `space_head.<space>` [D, d]
 
 so `python -c "import safetensors; ..."` or any safetensors reader can inspect it.
 """
@@ -25,6 +28,7 @@ from typing import Any
 import torch
 
 from ..errors import SceneFormatError
+from ..features import FeatureField
 from ..formats import write_files
 from ._field import NerfField, NerfModelConfig, SceneBox
 from ._march import MarchSettings
@@ -34,6 +38,7 @@ FORMAT = "scenelab-nerf"
 VERSION = 1
 SUFFIX = ".nerf"
 MAX_HEADER = 100 * 1024 * 1024
+HEAD_PREFIX = "space_head."
 
 
 def is_nerf_path(path: str | Path) -> bool:
@@ -65,6 +70,13 @@ def save_nerf(scene: NerfScene, path: str | Path, *, overwrite: bool = False) ->
         ),
         "meta": json.dumps(scene.meta),
     }
+    ff = scene.feature_field
+    if ff is not None:
+        if scene.field.feature_table is None:
+            raise ValueError("the scene has a feature field but its NeRF has no feature branch")
+        for space, w in ff.heads.items():
+            tensors[f"{HEAD_PREFIX}{space}"] = w.detach().to("cpu", torch.float32).contiguous()
+        header["feature_field"] = json.dumps(ff.metadata())
     data = save(tensors, metadata=header)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_files([(path, lambda f: f.write(data))], overwrite=overwrite)
@@ -119,6 +131,11 @@ def load_nerf(path: str | Path, device: torch.device | str = "cpu") -> NerfScene
     except (KeyError, TypeError, ValueError) as e:
         raise _fail(path, f"bad header entry ({e})") from e
     field = NerfField(config, box)
+    heads = {
+        k[len(HEAD_PREFIX) :]: tensors.pop(k).float()
+        for k in list(tensors)
+        if k.startswith(HEAD_PREFIX)
+    }
     occ = tensors.pop("occupancy", None)
     if occ is None:
         raise _fail(path, "no occupancy grid")
@@ -133,4 +150,19 @@ def load_nerf(path: str | Path, device: torch.device | str = "cpu") -> NerfScene
     if tuple(occ.shape) != (G, G, G):
         raise _fail(path, f"occupancy grid is {tuple(occ.shape)}, expected ({G},{G},{G})")
     scene = NerfScene(field, occ.bool(), meta=scene_meta, march=march)
+    if "feature_field" in meta:
+        if field.feature_table is None:
+            raise _fail(path, "a feature field is recorded but the NeRF has no feature branch")
+        try:
+            fm = json.loads(meta["feature_field"])
+            scene.feature_field = FeatureField(
+                features=torch.zeros(0, config.feature_dim),
+                heads=heads,
+                config=fm.get("config", {}),
+                teachers=fm.get("teachers", []),
+                meta=fm.get("meta", {}),
+                levels=tuple(fm.get("levels") or ()),
+            )
+        except (TypeError, ValueError, json.JSONDecodeError) as e:
+            raise _fail(path, f"bad feature field ({e})") from e
     return scene.to(device)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..camera import Camera
+from ..features import FeatureField
 from ._field import NerfField, NerfModelConfig, SceneBox
 from ._march import (
     MarchSettings,
@@ -75,6 +76,10 @@ class NerfScene:
         self.density_ema = torch.zeros(G, G, G)
         self.meta: dict[str, Any] = dict(meta or {})
         self.march = march or MarchSettings.for_box(field.box)
+        # The feature branch's decoding side (heads {space: [D,d]}, levels, teachers, config),
+        # as a `FeatureField` whose `features` is empty [0, L*d]: the branch itself produces the
+        # [.., L*d] features at points (`field.features`) and along rays (`render_rays`).
+        self.feature_field: FeatureField | None = None
 
     @classmethod
     def create(
