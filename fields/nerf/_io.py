@@ -84,7 +84,7 @@ def save_nerf(scene: NerfScene, path: str | Path, *, overwrite: bool = False) ->
 
 
 def _fail(path: Path, what: str) -> SceneFormatError:
-    return SceneFormatError(f"{path}: not a scenelab NeRF file: {what}")
+    return SceneFormatError(path, f"not a scenelab NeRF file: {what}")
 
 
 def load_nerf(path: str | Path, device: torch.device | str = "cpu") -> NerfScene:
@@ -96,7 +96,7 @@ def load_nerf(path: str | Path, device: torch.device | str = "cpu") -> NerfScene
     if not path.exists():
         raise FileNotFoundError(f"no such NeRF scene: {path}")
     if not path.is_file():
-        raise SceneFormatError(f"{path}: not a regular file")
+        raise SceneFormatError(path, "not a regular file")
     size = os.path.getsize(path)
     if size < 8:
         raise _fail(path, f"{size} bytes is too short for a safetensors file")
@@ -114,7 +114,7 @@ def load_nerf(path: str | Path, device: torch.device | str = "cpu") -> NerfScene
             raise _fail(path, "the safetensors header does not say format=scenelab-nerf")
         if meta.get("version") != str(VERSION):
             raise SceneFormatError(
-                f"{path}: NeRF file version {meta.get('version')!r}; this scenelab reads {VERSION}"
+                path, f"NeRF file version {meta.get('version')!r}; this scenelab reads {VERSION}"
             )
         f.seek(0)
         data = f.read()
@@ -145,7 +145,7 @@ def load_nerf(path: str | Path, device: torch.device | str = "cpu") -> NerfScene
         raise _fail(path, f"its tensors do not match its model settings ({e})") from e
     for k, v in tensors.items():
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            raise SceneFormatError(f"{path}: tensor {k!r} holds NaN or Inf values")
+            raise SceneFormatError(path, f"tensor {k!r} holds NaN or Inf values")
     G = config.occupancy_res
     if tuple(occ.shape) != (G, G, G):
         raise _fail(path, f"occupancy grid is {tuple(occ.shape)}, expected ({G},{G},{G})")

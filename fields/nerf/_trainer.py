@@ -118,29 +118,37 @@ class NerfStepStats:
 
 
 def scene_box(
-    cameras: list[Camera], bound: Bound = "auto", radius: float | None = None
+    cameras: list[Camera],
+    bound: Bound = "auto",
+    radius: float | None = None,
+    *,
+    has_alpha: bool = False,
 ) -> SceneBox:
-    """Where the field lives. Object-centric rigs (optical axes meeting, as in Blender sets):
-    a box around the meeting point of half-size 1.1 D tan(half the narrower FOV) (what the
-    median camera at distance D frames). Otherwise the cameras' bounds, contracted beyond."""
+    """Where the field lives.
+
+    "box": object-centric captures on a transparent background (Blender sets): a box around the
+    point the optical axes meet of half-size 1.1 D tan(half the narrower FOV), what the median
+    camera at distance D frames. "contract": everything else, since photos without alpha show
+    the world to the image borders: an inner box of radius D around the meeting point (the
+    cameras' bounds when the axes do not meet), contracted beyond. "auto" picks "box" when the
+    images have alpha and the axes meet, else "contract". `radius` overrides the size."""
     meet = look_at_point(cameras)
     centres = np.stack([c.center.double().numpy() for c in cameras])
-    if bound == "box" or (bound == "auto" and meet is not None and meet[1] < 0.25):
-        if meet is not None:
-            centre = meet[0]
-            D = float(np.median(np.linalg.norm(centres - centre, axis=1)))
-            half = min(
-                math.atan(0.5 * c.width / c.fx)
-                if c.width <= c.height
-                else math.atan(0.5 * c.height / c.fy)
-                for c in cameras
-            )
+    meets = meet is not None and meet[1] < 0.25
+    if bound == "auto":
+        bound = "box" if (has_alpha and meets) else "contract"
+    if meets:
+        assert meet is not None
+        centre = meet[0]
+        D = float(np.median(np.linalg.norm(centres - centre, axis=1)))
+        if bound == "box":
+            half = min(math.atan(0.5 * min(c.width / c.fx, c.height / c.fy)) for c in cameras)
             r = 1.1 * D * math.tan(half)
         else:
-            centre, r = camera_extent(cameras)
-        return SceneBox(tuple(float(v) for v in centre), float(radius or r), "box")  # type: ignore[arg-type]
-    centre, r = camera_extent(cameras)
-    return SceneBox(tuple(float(v) for v in centre), float(radius or r), "contract")  # type: ignore[arg-type]
+            r = D
+    else:
+        centre, r = camera_extent(cameras)
+    return SceneBox(tuple(float(v) for v in centre), float(radius or r), bound)  # type: ignore[arg-type]
 
 
 class _RayData:
@@ -203,7 +211,9 @@ class NerfTrainer:
         if init is not None:
             self.model = init.to(self.device)
         else:
-            box = scene_box(self.cameras, config.bound, config.box_radius)
+            box = scene_box(
+                self.cameras, config.bound, config.box_radius, has_alpha=self.images.has_alpha
+            )
             self.model = NerfScene.create(config.model, box).to(self.device)
         self.optimizer = make_optimizer(self.model, config.lr, config.weight_decay)
         self.rays = config.rays_per_step
