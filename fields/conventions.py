@@ -75,10 +75,12 @@ def parse_up(spec: UpSpec) -> np.ndarray:
     """[3] unit float64 up vector from "+z", "-y", "z", "0,0,1", ... or a non-zero finite
     3-vector.
 
-    Raises `ValueError` naming the problem for anything else."""
-    if isinstance(spec, str) and len(spec.replace(",", " ").split()) == 3:
-        try:  # "0,0,1" or "0 0 1", as typed on a command line
-            spec = [float(t) for t in spec.replace(",", " ").split()]
+    Raises `ValueError` naming the problem for anything else. Reads what `format_up` writes."""
+    if isinstance(spec, str):
+        bare = spec.strip().strip("()[]").replace(",", " ").split()
+    if isinstance(spec, str) and len(bare) == 3:
+        try:  # "0,0,1", "0 0 1" (as typed on a command line) or "(0.00, 0.00, 1.00)"
+            spec = [float(t) for t in bare]
         except ValueError:
             pass
     if isinstance(spec, str):

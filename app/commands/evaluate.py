@@ -1,5 +1,6 @@
-"""Score a scene on held-out photos: PSNR, SSIM and LPIPS (when the `lpips` package and its
-AlexNet weights are on this machine) as JSON, plus side-by-side images (render | photo).
+"""Score a scene (Gaussians, or a NeRF `.nerf`) on held-out photos: PSNR, SSIM and LPIPS (when
+the `lpips` package and its AlexNet weights are on this machine) as JSON, plus side-by-side
+images (render | photo).
 
 Which views: those the scene's sidecar records as held out when it was trained by
 `scenelab train` (same names), else the dataset's own test split (Blender), else every 8th
@@ -15,7 +16,9 @@ HELP = "score a scene on a dataset's held-out views (PSNR, SSIM, LPIPS) as JSON"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("scene", type=Path, help="scene file (.ply, compressed .ply, .splat, .spz)")
+    p.add_argument(
+        "scene", type=Path, help="scene file (.ply, compressed .ply, .splat, .spz, or a .nerf)"
+    )
     p.add_argument("--data", type=Path, required=True, help="dataset the scene depicts")
     p.add_argument("--downscale", type=float, default=None, help="default: the training one")
     p.add_argument(
@@ -42,12 +45,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from fields import load_dataset, load_scene
+    from fields import load_dataset
     from fields.training import choose_splits, evaluate_views, side_by_side
+
+    from .render import load_any_scene, scene_renderer
 
     if args.json is not None and args.json.exists() and not args.overwrite:
         raise FileExistsError(f"{args.json} exists (pass --overwrite to replace it)")
-    scene = load_scene(args.scene)
+    scene, kind = load_any_scene(args.scene)
     training = scene.meta.get("training") if isinstance(scene.meta.get("training"), dict) else {}
     cfg = training.get("config", {}) if isinstance(training.get("config"), dict) else {}
     downscale = args.downscale if args.downscale is not None else float(cfg.get("downscale", 1.0))
@@ -74,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         imgs.append(img)
     renders: list[torch.Tensor] = []
     result = evaluate_views(
-        scene,
+        scene if kind == "gaussians" else scene_renderer(scene),
         cams,
         imgs,
         background=bg,
@@ -83,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
         renders_out=renders,
     )
     report = result.to_dict()
-    report.update({"scene": str(args.scene), "data": str(args.data), "background": bg_name})
+    report.update(
+        {"scene": str(args.scene), "model": kind, "data": str(args.data), "background": bg_name}
+    )
     if args.images is not None:
         args.images.mkdir(parents=True, exist_ok=True)
         for i, pred, img in zip(idx, renders, imgs, strict=True):

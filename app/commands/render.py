@@ -1,17 +1,34 @@
-"""Render a scene to PNG images from a dataset's cameras, or from an orbit around the scene when
-no dataset is given. Writes into --out (never over existing images unless --overwrite)."""
+"""Render a scene (Gaussians, or a NeRF `.nerf`) to PNG images from a dataset's cameras, or from
+an orbit around the scene when no dataset is given. Writes into --out (never over existing
+images unless --overwrite).
+
+With --data, each view's image is named after the view's photo: `<file stem>.png` (e.g.
+`r_0.png`), so renders and photos pair up by name. When two views' photos share a stem (a
+Blender scene's `train/r_0.png` and `test/r_0.png`), each goes into a subfolder named after the
+photo's folder (`train/r_0.png`, `test/r_0.png`); `--split test` renders one split only."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-HELP = "render a scene to images (dataset cameras or an orbit)"
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from fields import Camera
+
+HELP = "render a scene (Gaussians or NeRF) to images (dataset cameras or an orbit)"
+SPLITS = ("all", "train", "val", "test", "heldout")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("scene", type=Path, help="scene file (.ply, compressed .ply, .splat, .spz)")
+    p.add_argument(
+        "scene", type=Path, help="scene file (.ply, compressed .ply, .splat, .spz, or a .nerf)"
+    )
     p.add_argument("--data", type=Path, default=None, help="dataset whose cameras to render from")
     p.add_argument("--out", type=Path, default=Path("renders"), help="output folder for PNGs")
     p.add_argument("--views", type=int, default=8, help="orbit views when no --data is given")
@@ -23,23 +40,90 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="world up for the orbit: +z, -y, ... or 'x,y,z' (default: the scene's meta, else -y)",
     )
     p.add_argument("--downscale", type=float, default=1.0, help="dataset downscale factor")
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="all",
+        help="which dataset views (with --data): all; the files' train/val/test split (every "
+        "8th view is test/val when the files define none); heldout: those the scene's training "
+        "held out",
+    )
     p.add_argument("--max-views", type=int, default=0, help="render at most this many (0 = all)")
     p.add_argument(
-        "--backend", choices=["auto", "cpu", "gsplat"], default="auto", help="renderer backend"
+        "--background",
+        choices=["white", "black"],
+        default="white",
+        help="colour behind the scene",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["auto", "cpu", "gsplat"],
+        default="auto",
+        help="Gaussian renderer backend (a NeRF renders with its own marcher)",
     )
     p.add_argument("--device", default="auto", help="torch device: auto, cpu or cuda")
     p.add_argument("--overwrite", action="store_true", help="replace existing images in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
 
 
+# ---------------------------------------------------------------------- shared with eval/convert
+def load_any_scene(path: Path, device: Any = "cpu") -> tuple[Any, str]:
+    """(scene, kind): a `fields.nerf.NerfScene` for a `.nerf` file ("nerf"), else a
+    `GaussianScene` read by `fields.load_scene` ("gaussians"), on `device`."""
+    from fields import load_scene
+    from fields.nerf import is_nerf_path, load_nerf
+
+    if is_nerf_path(path):
+        return load_nerf(path, device=device), "nerf"
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no such scene: {path}")
+    return load_scene(path).to(device), "gaussians"
+
+
+def scene_renderer(
+    scene: Any, backend: str = "auto"
+) -> Callable[[Camera, tuple[float, float, float]], Tensor]:
+    """`(camera, background) -> rgb [H,W,3]` (no grad) for a Gaussian scene or a NeRF."""
+    import torch
+
+    from fields import GaussianScene, render
+    from fields.nerf import render_nerf
+
+    if isinstance(scene, GaussianScene):
+
+        def gaussians(cam: Camera, bg: tuple[float, float, float]) -> Tensor:
+            with torch.no_grad():
+                b = torch.tensor(bg, device=scene.device)
+                return render(scene, cam, backend=backend, background=b).rgb
+
+        return gaussians
+    return lambda cam, bg: render_nerf(scene, cam, background=bg).rgb
+
+
+def framing(scene: Any) -> tuple[Any, float]:
+    """(centre [3], radius) to frame the scene: the Gaussians' robust bounds, or a NeRF's box
+    (its inner box when unbounded)."""
+    import numpy as np
+
+    from fields import GaussianScene
+    from fields.conventions import framing_sphere
+
+    if isinstance(scene, GaussianScene):
+        return framing_sphere(scene)
+    box = scene.box
+    return np.asarray(box.center, dtype=np.float64), float(box.radius)
+
+
+# ---------------------------------------------------------------------- cameras
 def _orbit_cameras(scene, n: int, width: int, height: int, up=None):
     """`n` views around the scene's framing sphere, 30 degrees above the horizon of its up axis
     (`fields.conventions`: --up, else the scene's meta, else -y), 50 degrees across the shorter
     side."""
     import math
 
-    from fields.conventions import framing_sphere, orbit_cameras, up_vector
+    from fields.conventions import orbit_cameras, up_vector
 
-    centre, radius = framing_sphere(scene)
+    centre, radius = framing(scene)
     azimuths = [2 * math.pi * i / n for i in range(n)]
     return orbit_cameras(
         centre,
@@ -55,47 +139,105 @@ def _orbit_cameras(scene, n: int, width: int, height: int, up=None):
     )
 
 
+def _dataset_views(args: argparse.Namespace, scene) -> tuple[list, list[str]]:
+    """(cameras, file names relative to --out) of the dataset views asked for."""
+    from fields import load_dataset
+    from fields.training import choose_splits
+
+    ds = load_dataset(args.data, downscale=args.downscale)
+    if args.split == "heldout":
+        training = scene.meta.get("training")
+        held = training.get("held_out") if isinstance(training, dict) else None
+        if held:
+            wanted = set(held)
+            idx = [i for i, n in enumerate(ds.names) if n in wanted]
+            if not idx:
+                raise ValueError(
+                    f"none of the {len(wanted)} views the scene's training held out are in "
+                    f"{args.data}"
+                )
+        else:
+            idx = choose_splits(ds, 8).test
+        ds = ds.subset(idx)
+    elif args.split != "all":
+        ds = ds.split(args.split)
+    if len(ds) == 0:
+        raise ValueError(f"no views to render in {args.data} (split {args.split})")
+    return ds.cameras, view_file_names(ds.names)
+
+
+def view_file_names(names: list[str]) -> list[str]:
+    """`<stem>.png` per view name (a photo's path); where stems repeat, `<folder>/<stem>.png`
+    with the photo's folder. Names that still clash raise `ValueError`."""
+    paths = [Path(n.replace("\\", "/")) for n in names]
+    flat = [f"{p.stem or f'view_{i:03d}'}.png" for i, p in enumerate(paths)]
+    if len(set(flat)) == len(flat):
+        return flat
+    nested = [
+        f"{p.parent.name}/{f}" if p.parent.name else f for p, f in zip(paths, flat, strict=True)
+    ]
+    seen: dict[str, str] = {}
+    for name, f in zip(names, nested, strict=True):
+        if f in seen:
+            raise ValueError(
+                f"views {seen[f]!r} and {name!r} would both be rendered to {f}; render one split "
+                "(--split) or point --data at one transforms file"
+            )
+        seen[f] = name
+    return nested
+
+
+# ---------------------------------------------------------------------- the command
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
     from PIL import Image
 
-    from fields import load_dataset, load_scene, parse_up, render
+    from fields import parse_up
 
     if args.up is not None:
         parse_up(args.up)  # a bad --up fails before the scene loads
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    scene = load_scene(args.scene).to(device)
+    scene, kind = load_any_scene(args.scene, device)
     if args.data is not None:
-        cameras = load_dataset(args.data, downscale=args.downscale).cameras
+        cameras, names = _dataset_views(args, scene)
     else:
+        if args.split != "all":
+            raise ValueError("--split picks dataset views: give --data")
         cameras = _orbit_cameras(scene, args.views, args.width, args.height, args.up)
+        names = [
+            f"{(c.name or f'view_{i:03d}').replace('/', '_')}.png" for i, c in enumerate(cameras)
+        ]
     if args.max_views > 0:
-        cameras = cameras[: args.max_views]
-    args.out.mkdir(parents=True, exist_ok=True)
-    paths = [
-        args.out / f"{(c.name or f'view_{i:03d}').replace('/', '_')}.png"
-        for i, c in enumerate(cameras)
-    ]
-    paths = [p if p.name.endswith(".png") else p.with_suffix(".png") for p in paths]
+        cameras, names = cameras[: args.max_views], names[: args.max_views]
+    paths = [args.out / n for n in names]
     clash = [p for p in paths if p.exists()]
     if clash and not args.overwrite:
         raise FileExistsError(
-            f"{len(clash)} image(s) already exist in {args.out} (e.g. {clash[0].name}); "
-            "pass --overwrite or choose another --out"
+            f"{len(clash)} image(s) already exist in {args.out} (e.g. "
+            f"{clash[0].relative_to(args.out)}); pass --overwrite or choose another --out"
         )
-    bg = torch.ones(3, device=device)
+    for folder in sorted({p.parent for p in paths}):
+        folder.mkdir(parents=True, exist_ok=True)
+    draw = scene_renderer(scene, args.backend)
+    bg = (0.0, 0.0, 0.0) if args.background == "black" else (1.0, 1.0, 1.0)
+    quiet = args.quiet
     t0 = time.perf_counter()
-    with torch.no_grad():
-        for cam, path in zip(cameras, paths, strict=True):
-            out = render(scene, cam, backend=args.backend, background=bg)
-            img = (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-            Image.fromarray(np.ascontiguousarray(img)).save(path)
+    for i, (cam, path) in enumerate(zip(cameras, paths, strict=True)):
+        rgb = draw(cam, bg)
+        img = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+        Image.fromarray(np.ascontiguousarray(img)).save(path)
+        if not quiet:
+            sys.stderr.write(f"\rrender {i + 1}/{len(cameras)} {path.relative_to(args.out)}  ")
+            sys.stderr.flush()
+    if not quiet and cameras:
+        sys.stderr.write("\n")
     dt = time.perf_counter() - t0
+    what = f"{len(scene)} Gaussians" if kind == "gaussians" else "a NeRF"
     print(
-        f"rendered {len(cameras)} view(s) of {len(scene)} Gaussians into {args.out} "
+        f"rendered {len(cameras)} view(s) of {what} into {args.out} "
         f"({1000 * dt / max(1, len(cameras)):.0f} ms per view)"
     )
     return 0

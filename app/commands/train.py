@@ -8,7 +8,14 @@ that any 3DGS viewer opens, and a checkpoint beside it (`--resume` continues it)
 
 Ctrl-C stops cleanly: the checkpoint and the scene so far are written (atomically). Under
 `torchrun --nproc_per_node K scenelab train ...` the views of each step are split over the
-processes (gloo on CPU, NCCL on CUDA) and rank 0 writes the results."""
+processes (gloo on CPU, NCCL on CUDA) and rank 0 writes the results.
+
+`--model nerf` trains a NeRF instead (`fields.nerf`: an Instant-NGP style hash-grid field with
+an occupancy grid) from the same data with the same shared options (steps, time budget,
+downscale, background, held-out views, seed, device, checkpoints, --resume, --viewer, Ctrl-C)
+and writes one `.nerf` file (safetensors; the same facts as the sidecar inside). The
+Gaussian-only options (--max-gaussians, --strategy, --sh-degree, --batch-size) are refused
+with --model nerf; `scenelab convert SCENE.nerf SCENE.ply` turns the NeRF into Gaussians."""
 
 from __future__ import annotations
 
@@ -18,17 +25,43 @@ import sys
 import time
 from pathlib import Path
 
-HELP = "train a Gaussian-splatting scene from photos and camera poses"
+HELP = "train a Gaussian-splatting scene (or a NeRF) from photos and camera poses"
+
+
+MODELS = ("gaussians", "nerf")
+DEFAULT_STEPS = {"gaussians": 7000, "nerf": 20_000}
+# Options of Gaussian training only: their defaults live here so that an option given with
+# --model nerf can be told apart from one left alone (argparse leaves them unset).
+GAUSSIAN_DEFAULTS = {
+    "max_gaussians": 1_000_000,
+    "strategy": "default",
+    "sh_degree": 3,
+    "batch_size": 1,
+}
+NERF_DEFAULTS = {"nerf_preset": "base"}
+NERF_PRESETS = ("base", "small")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", type=Path, help="dataset folder (COLMAP, transforms.json, Blender)")
-    p.add_argument("--out", type=Path, required=True, help="output scene (.ply)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output scene: .ply (Gaussians) or .nerf (with --model nerf)",
+    )
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        default="gaussians",
+        help="what to train: 3D Gaussians, or a NeRF (hash-grid radiance field)",
+    )
     p.add_argument(
         "--steps",
         type=int,
         default=None,
-        help="optimisation steps (when not given: 7000, or unlimited with only --time-budget)",
+        help="optimisation steps (when not given: 7000 for Gaussians, 20000 for a NeRF, or "
+        "unlimited with only --time-budget)",
     )
     p.add_argument(
         "--time-budget",
@@ -38,14 +71,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="stop after MIN minutes of optimisation; schedules follow the time",
     )
     p.add_argument("--downscale", type=float, default=1.0, help="image downscale factor (>= 1)")
-    p.add_argument("--max-gaussians", type=int, default=1_000_000, help="cap on the count")
+    gs = "Gaussians only"
+    p.add_argument(
+        "--max-gaussians",
+        type=int,
+        default=argparse.SUPPRESS,
+        help=f"cap on the count ({gs}; default {GAUSSIAN_DEFAULTS['max_gaussians']})",
+    )
     p.add_argument(
         "--strategy",
         choices=["default", "mcmc"],
-        default="default",
-        help="densification: the paper's clone/split/prune, or MCMC relocation",
+        default=argparse.SUPPRESS,
+        help="densification: the paper's clone/split/prune, or MCMC relocation "
+        f"({gs}; default {GAUSSIAN_DEFAULTS['strategy']})",
     )
-    p.add_argument("--sh-degree", type=int, default=3, choices=[0, 1, 2, 3], help="SH degree")
+    p.add_argument(
+        "--sh-degree",
+        type=int,
+        choices=[0, 1, 2, 3],
+        default=argparse.SUPPRESS,
+        help=f"SH degree ({gs}; default {GAUSSIAN_DEFAULTS['sh_degree']})",
+    )
+    p.add_argument(
+        "--nerf-preset",
+        choices=NERF_PRESETS,
+        default=argparse.SUPPRESS,
+        help="NeRF size (--model nerf only): base (12-level 2^17 hash grid, 128^3 occupancy) "
+        "or small (6 levels of 2^14 up to 64^3, 32^3 occupancy, 16k samples per step: quick "
+        "previews and smoke tests). Default: base, or the checkpoint's with --resume",
+    )
     p.add_argument(
         "--background",
         choices=["white", "black", "random"],
@@ -58,7 +112,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=8,
         help="hold out every K-th view to score (0: train on all; the files' splits win)",
     )
-    p.add_argument("--batch-size", type=int, default=1, help="views per step (split over ranks)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=argparse.SUPPRESS,
+        help=f"views per step, split over ranks ({gs}; default {GAUSSIAN_DEFAULTS['batch_size']})",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=int, default=0, help="initialisation, view order, noise")
     p.add_argument(
@@ -84,35 +143,97 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress line")
 
 
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_model_options(args: argparse.Namespace) -> None:
+    """Options of the other model kind are an error, not silently ignored."""
+    other = GAUSSIAN_DEFAULTS if args.model == "nerf" else NERF_DEFAULTS
+    given = [_option(k) for k in other if hasattr(args, k)]
+    if given:
+        what = "Gaussian training" if args.model == "nerf" else "--model nerf"
+        raise ValueError(
+            f"{', '.join(given)} applies to {what} only (this is --model {args.model})"
+        )
+
+
+def _steps(args: argparse.Namespace) -> int:
+    if args.steps is not None:
+        return args.steps
+    return 10**9 if args.time_budget is not None else DEFAULT_STEPS[args.model]
+
+
 def _config(args: argparse.Namespace):
     from fields.training import TrainConfig
 
-    steps = args.steps
-    if steps is None:
-        steps = 10**9 if args.time_budget is not None else 7000
+    g = {k: getattr(args, k, v) for k, v in GAUSSIAN_DEFAULTS.items()}
     return TrainConfig(
-        steps=steps,
+        steps=_steps(args),
         time_budget_min=args.time_budget,
         downscale=args.downscale,
-        max_gaussians=args.max_gaussians,
-        strategy=args.strategy,
-        sh_degree=args.sh_degree,
         background=args.background,
         eval_every=args.eval_every,
-        batch_size=args.batch_size,
         seed=args.seed,
+        **g,
     )
 
 
+def nerf_preset(name: str) -> dict:
+    """`NerfTrainConfig` fields of a named NeRF size (see --nerf-preset)."""
+    from fields.nerf import NerfModelConfig
+
+    if name == "base":
+        return {"model": NerfModelConfig()}
+    if name == "small":
+        return {
+            "model": NerfModelConfig(levels=6, log2_table=14, max_res=64, occupancy_res=32),
+            "target_samples": 1 << 14,
+            "rays_per_step": 256,
+        }
+    raise ValueError(f"unknown NeRF preset {name!r}; one of {NERF_PRESETS}")
+
+
+def _nerf_config(args: argparse.Namespace, checkpoint: dict | None = None):
+    """The run's `NerfTrainConfig`; with a checkpoint, its model unless --nerf-preset says
+    another one (then an error: the weights would not fit)."""
+    import dataclasses
+
+    from fields.nerf import NerfTrainConfig
+
+    preset = getattr(args, "nerf_preset", None)
+    size = nerf_preset(preset or NERF_DEFAULTS["nerf_preset"])
+    if checkpoint is not None:
+        old = NerfTrainConfig.from_dict(checkpoint["config"])
+        if preset is not None and size["model"] != old.model:
+            raise ValueError(
+                f"--nerf-preset {preset} does not match the checkpoint's NeRF model "
+                f"({old.model.levels} levels, 2^{old.model.log2_table} table); drop --nerf-preset "
+                "to continue it"
+            )
+        if preset is None:
+            size = {k: getattr(old, k) for k in ("model", "target_samples", "rays_per_step")}
+    cfg = NerfTrainConfig(
+        steps=_steps(args),
+        time_budget_min=args.time_budget,
+        downscale=args.downscale,
+        background=args.background,
+        eval_every=args.eval_every,
+        seed=args.seed,
+    )
+    return dataclasses.replace(cfg, **size)
+
+
 class TrainProgress:
-    """One progress line on stderr: step, steps/s, loss, train PSNR, Gaussians, ETA."""
+    """One progress line on stderr: step, steps/s, loss, train PSNR, Gaussians (a NeRF: rays
+    per step and occupancy), ETA."""
 
     def __init__(self, total: int | None, quiet: bool) -> None:
         self.total = total
         self.quiet = quiet
         self.last = 0.0
 
-    def __call__(self, s) -> None:  # s: StepStats
+    def __call__(self, s) -> None:  # s: StepStats or NerfStepStats
         from fields.training import format_seconds
 
         now = time.perf_counter()
@@ -120,9 +241,13 @@ class TrainProgress:
             return
         self.last = now
         total = f"/{self.total}" if self.total else ""
+        if hasattr(s, "n_gaussians"):
+            size = f"{s.n_gaussians:,} Gaussians"
+        else:
+            size = f"{s.rays:,} rays | {100 * s.occupied:4.1f}% occupied"
         line = (
             f"\rtrain {100 * s.fraction:5.1f}% | step {s.step}{total} | {s.steps_per_s:5.1f} it/s"
-            f" | loss {s.loss:.4f} | PSNR {s.psnr:5.2f} dB | {s.n_gaussians:,} Gaussians"
+            f" | loss {s.loss:.4f} | PSNR {s.psnr:5.2f} dB | {size}"
             f" | ETA {format_seconds(s.eta_s)}  "
         )
         sys.stderr.write(line)
@@ -134,45 +259,116 @@ class TrainProgress:
             sys.stderr.flush()
 
 
-def run(args: argparse.Namespace) -> int:
-    from fields import load_dataset, save_scene
-    from fields.training import DistContext, Trainer, resolve_device
+def _check_out(args: argparse.Namespace) -> Path:
+    from fields.nerf import is_nerf_path
 
     out: Path = args.out
-    if out.suffix.lower() != ".ply":
+    if args.model == "nerf" and not is_nerf_path(out):
+        raise ValueError(
+            f"--model nerf writes a .nerf file, got {out} (`scenelab convert` turns the NeRF "
+            "into Gaussians afterwards)"
+        )
+    if args.model == "gaussians" and is_nerf_path(out):
+        raise ValueError(f"{out} is a NeRF file name: pass --model nerf, or write a .ply")
+    if args.model == "gaussians" and out.suffix.lower() != ".ply":
         raise ValueError(f"--out must be a .ply file (INRIA 3DGS), got {out}")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists (pass --overwrite to replace it)")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"--out folder does not exist: {out.parent}")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from fields import load_dataset
+    from fields.training import DistContext, resolve_device
+
+    _check_model_options(args)
+    out = _check_out(args)
     ckpt = args.checkpoint or out.with_suffix(".ckpt")
+    if ckpt.resolve() == out.resolve():
+        raise ValueError(f"the checkpoint and the scene are the same file: {out}")
     continuing = args.resume is not None and ckpt.resolve() == args.resume.resolve()
     if ckpt.exists() and not (args.overwrite or continuing):
         raise FileExistsError(
             f"checkpoint {ckpt} exists (pass --overwrite to replace it, --resume {ckpt} to "
             "continue it, or --checkpoint PATH)"
         )
-    config = _config(args)
     device = resolve_device(args.device)
+    if args.model == "nerf":
+        return _run_nerf(args, out, ckpt, device)
+    config = _config(args)
     dist = DistContext.from_env(device)
     device = dist.device
     try:
         bg = config.eval_background
         dataset = load_dataset(args.data, downscale=args.downscale, background=bg)
-        if args.resume is not None:
-            trainer = Trainer.resume(args.resume, dataset, device=device, dist=dist, config=config)
-        else:
-            trainer = Trainer(dataset, config, device=device, dist=dist)
+        trainer = _gaussian_trainer(args, dataset, config, device, dist)
         if args.viewer:
             return _run_with_viewer(trainer, out, ckpt, args)
-        return _run_cli(trainer, out, ckpt, args, save_scene)
+        return _run_cli(trainer, out, ckpt, args)
     finally:
         dist.close()
 
 
-def _run_cli(trainer, out: Path, ckpt: Path, args: argparse.Namespace, save_scene) -> int:
-    dist = trainer.dist
-    main = dist.is_main
+def _gaussian_trainer(args, dataset, config, device, dist):
+    from fields.training import Trainer
+
+    if args.resume is None:
+        return Trainer(dataset, config, device=device, dist=dist)
+    try:
+        return Trainer.resume(args.resume, dataset, device=device, dist=dist, config=config)
+    except KeyError as e:  # a checkpoint of something else (e.g. a NeRF's)
+        raise ValueError(
+            f"{args.resume} is not a Gaussian training checkpoint (missing {e}; a NeRF's "
+            "continues with --model nerf)"
+        ) from e
+
+
+def _run_nerf(args: argparse.Namespace, out: Path, ckpt: Path, device) -> int:
+    import os
+
+    from fields import load_dataset
+    from fields.nerf import NerfTrainer
+    from fields.training import load_checkpoint
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("NeRF training runs in one process: drop torchrun (or --model nerf)")
+    state = None
+    if args.resume is not None:
+        state = load_checkpoint(args.resume)
+        if not isinstance(state, dict) or state.get("model_kind") != "nerf":
+            raise ValueError(
+                f"{args.resume} is not a NeRF training checkpoint (a Gaussian one continues "
+                "without --model nerf)"
+            )
+    config = _nerf_config(args, state)
+    dataset = load_dataset(args.data, downscale=args.downscale, background=config.eval_background)
+    trainer = NerfTrainer(dataset, config, device=device)
+    if state is not None:
+        trainer.load_state_dict(state)
+    if args.viewer:
+        return _run_with_viewer(trainer, out, ckpt, args)
+    return _run_cli(trainer, out, ckpt, args)
+
+
+def _save(trainer, out: Path, metrics) -> dict:
+    """Write the scene (replacing `out`); the summary's size facts."""
+    if hasattr(trainer, "params"):
+        from fields import save_scene
+
+        save_scene(trainer.scene(metrics=metrics), out, overwrite=True)
+        return {"model": "gaussians", "gaussians": len(trainer.params)}
+    from fields.nerf import save_nerf
+
+    scene = trainer.scene(metrics=metrics, final=True)
+    save_nerf(scene, out, overwrite=True)
+    return {"model": "nerf", "occupied": round(scene.occupied_fraction(), 4)}
+
+
+def _run_cli(trainer, out: Path, ckpt: Path, args: argparse.Namespace) -> int:
+    dist = getattr(trainer, "dist", None)
+    main = dist is None or dist.is_main
     bar = TrainProgress(
         None if trainer.config.steps >= 10**9 else trainer.config.steps, args.quiet or not main
     )
@@ -196,13 +392,13 @@ def _run_cli(trainer, out: Path, ckpt: Path, args: argparse.Namespace, save_scen
         result = trainer.evaluate(with_lpips=True)
         metrics = None if result is None else result.summary()
     trainer.save_checkpoint(ckpt)
-    save_scene(trainer.scene(metrics=metrics), out, overwrite=True)
+    size = _save(trainer, out, metrics)
     summary = {
         "out": str(out),
         "checkpoint": str(ckpt),
         "steps": trainer.step_count,
         "seconds": round(trainer.elapsed_s, 1),
-        "gaussians": len(trainer.params),
+        **size,
         "interrupted": interrupted,
         "heldout": metrics,
     }
@@ -211,7 +407,8 @@ def _run_cli(trainer, out: Path, ckpt: Path, args: argparse.Namespace, save_scen
 
 
 def _run_with_viewer(trainer, out: Path, ckpt: Path, args: argparse.Namespace) -> int:
-    if trainer.dist.active:
+    dist = getattr(trainer, "dist", None)
+    if dist is not None and dist.active:
         raise ValueError("--viewer runs in one process; drop torchrun or --viewer")
     from app.viewer import run_training_viewer
     from fields.training import TrainSession

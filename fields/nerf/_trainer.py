@@ -222,6 +222,7 @@ class NerfTrainer:
         self.last: NerfStepStats | None = None
         self.history: list[dict[str, float]] = []
         self._eval_images: TrainImages | None = None
+        self._final: tuple[int, NerfScene] | None = None
 
     # ------------------------------------------------------------------ progress
     def fraction(self) -> float:
@@ -298,13 +299,9 @@ class NerfTrainer:
     def scene(self, metrics: dict[str, Any] | None = None, *, final: bool = False) -> NerfScene:
         """A detached copy on the CPU with the sidecar facts. `final=True` rebuilds the occupancy
         grid conservatively (every cell, several points, dilated) as a saved scene needs."""
-        model = copy.deepcopy(self.model).to("cpu")
+        model = copy.deepcopy(self._final_model() if final else self.model).to("cpu")
         for p in model.field.parameters():
             p.requires_grad_(False)
-        if final:
-            model.refresh_occupancy(
-                full=True, samples_per_cell=4, gen=torch.Generator().manual_seed(0)
-            )
         cams = self.dataset.cameras
         meta: dict[str, Any] = {
             "cameras": cameras_to_meta(cams),
@@ -328,19 +325,34 @@ class NerfTrainer:
         model.meta = meta
         return model
 
+    def _final_model(self) -> NerfScene:
+        """The model with the conservative occupancy grid a saved scene gets (cached per step),
+        so held-out scores are those of the file `scene(final=True)` writes."""
+        if self._final is None or self._final[0] != self.step_count:
+            model = copy.deepcopy(self.model)
+            for p in model.field.parameters():
+                p.requires_grad_(False)
+            model.refresh_occupancy(
+                full=True, samples_per_cell=2, gen=torch.Generator().manual_seed(0)
+            )
+            self._final = (self.step_count, model)
+        return self._final[1]
+
     def evaluate(
         self, *, with_lpips: bool = False, max_views: int | None = None
     ) -> EvalResult | None:
+        """Held-out scores of the scene as `scene(final=True)` saves it."""
         idx = self.splits.test[:max_views] if max_views else self.splits.test
         if not idx:
             return None
         bg = self.config.eval_background
         if self._eval_images is None:
             self._eval_images = TrainImages(self.dataset, self.splits.test, check=False, exact=True)
+        model = self._final_model()
         cams = [self._eval_images.cameras[j] for j in range(len(idx))]
         imgs = [self._eval_images.target(j, torch.tensor(bg)) for j in range(len(idx))]
         result = evaluate_views(
-            lambda cam, background: render_nerf(self.model, cam, background=background).rgb,
+            lambda cam, background: render_nerf(model, cam, background=background).rgb,
             cams,
             imgs,
             background=bg,
@@ -397,6 +409,7 @@ class NerfTrainer:
         self.gen.set_state(d["gen"])
         self.rays = int(d["rays"])
         self.history = list(d.get("history", []))
+        self._final = None
 
     def save_checkpoint(self, path: str | Path) -> Path:
         path = Path(path)

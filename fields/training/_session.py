@@ -1,4 +1,8 @@
-"""`TrainSession`: a `Trainer` run on one thread that other threads watch and steer.
+"""`TrainSession`: a trainer run on one thread that other threads watch and steer.
+
+The trainer is a Gaussian `Trainer` or a `fields.nerf.NerfTrainer` (anything with the
+`SessionTrainer` surface); `kind` says which ("gaussians" | "nerf"), `snapshot()` gives a
+`GaussianScene` or a `NerfScene` accordingly, and saves go to `.ply`/`.splat` or `.nerf`.
 
 The viewer's Train panel (and `scenelab train --viewer`) runs `session.run(...)` as a job and,
 from other threads, calls `pause()`, `resume()`, `stop()`, `request_save()`, reads `status()`
@@ -33,17 +37,25 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..formats import save_scene
 from ..scene import GaussianScene
+from ._data import Splits
 from ._eval import EvalResult
-from ._trainer import StepStats, Trainer
+
+if TYPE_CHECKING:  # fields.nerf imports fields.training: only for annotations here
+    from ..datasets import Dataset
+    from ..nerf import NerfScene
+
+    AnyScene = GaussianScene | NerfScene
 
 _log = logging.getLogger(__name__)
 
 SessionState = Literal["ready", "running", "paused", "stopped", "done", "failed"]
-SCENE_SUFFIXES = (".ply", ".splat")
+SceneKind = Literal["gaussians", "nerf"]
+SCENE_SUFFIXES = (".ply", ".splat")  # Gaussian scenes
+NERF_SUFFIXES = (".nerf",)
 TRAIN_PSNR_WINDOW = 20  # steps the train PSNR read-out averages (one step's view is noisy)
 RATE_WINDOW_S = 2.0  # optimisation seconds the steps/s read-out spans
 UNLIMITED_STEPS = 10**9  # `TrainConfig.steps` the CLI uses for time-budget-only runs
@@ -69,6 +81,8 @@ class TrainStatus:
     last_saved: Path | None  # the scene file written last
     saves: int  # how many times the scene was written
     error: str | None = None  # why the run failed (state "failed") or the last save failed
+    kind: SceneKind = "gaussians"  # what trains: Gaussians, or a NeRF (n_gaussians is then 0)
+    occupied: float | None = None  # NeRF: fraction of occupancy-grid cells set (else None)
 
     @property
     def active(self) -> bool:
@@ -80,13 +94,51 @@ class TrainStatus:
         return self.state in ("stopped", "done", "failed")
 
 
+class SessionTrainer(Protocol):
+    """What a `TrainSession` drives: `fields.training.Trainer` and `fields.nerf.NerfTrainer`.
+    `step()` returns stats with `step`, `psnr`, `elapsed_s`, `fraction`, `steps_per_s`, `eta_s`
+    (and `n_gaussians` for Gaussians, `occupied` for a NeRF)."""
+
+    config: Any  # has `steps`
+    dataset: Dataset
+    splits: Splits
+    step_count: int
+    elapsed_s: float
+    last: Any
+    history: list[dict[str, float]]
+
+    @property
+    def done(self) -> bool: ...
+
+    def fraction(self) -> float: ...
+
+    def step(self) -> Any: ...
+
+    def scene(self, metrics: dict[str, Any] | None = None) -> AnyScene: ...
+
+    def evaluate(
+        self, *, with_lpips: bool = False, max_views: int | None = None
+    ) -> EvalResult | None: ...
+
+    def save_checkpoint(self, path: str | Path) -> Path: ...
+
+
+def scene_kind(scene: object) -> SceneKind:
+    """ "gaussians" for a `GaussianScene`, "nerf" for a `fields.nerf.NerfScene`."""
+    if isinstance(scene, GaussianScene):
+        return "gaussians"
+    if hasattr(scene, "field") and hasattr(scene, "occupancy"):
+        return "nerf"
+    raise TypeError(f"a trainer's scene must be Gaussians or a NeRF, got {type(scene).__name__}")
+
+
 class TrainSession:
-    """See the module docstring. `out`: the scene file (.ply or .splat); `checkpoint`: the
-    resumable checkpoint written with it (None: none)."""
+    """See the module docstring. `out`: the scene file (.ply or .splat for Gaussians, .nerf for
+    a NeRF); `checkpoint`: the resumable checkpoint written with it (None: none)."""
 
     def __init__(
         self,
-        trainer: Trainer,
+        trainer: SessionTrainer,
         *,
         out: str | Path,
         checkpoint: str | Path | None = None,
@@ -96,7 +148,11 @@ class TrainSession:
         eval_views: int | None = 4,
     ) -> None:
         out = Path(out)
-        if out.suffix.lower() not in SCENE_SUFFIXES:
+        first = trainer.scene()  # a copy; also says what kind of scene trains
+        self.kind: SceneKind = scene_kind(first)
+        if self.kind == "nerf" and out.suffix.lower() not in NERF_SUFFIXES:
+            raise ValueError(f"a NeRF is written as a .nerf file, got {out}")
+        if self.kind == "gaussians" and out.suffix.lower() not in SCENE_SUFFIXES:
             raise ValueError(f"the scene is written as .ply or .splat, got {out}")
         if out.is_dir():
             raise ValueError(f"{out} is a folder; name the scene file to write")
@@ -134,8 +190,8 @@ class TrainSession:
         self._loop_active = False
         self._save_requests: list[Future[Path]] = []
         self._version = 0
-        self._published: GaussianScene | None = None
-        self._last: StepStats | None = trainer.last
+        self._published: AnyScene | None = None
+        self._last: Any = trainer.last  # the trainer's step stats
         self._train_psnrs: deque[float] = deque(maxlen=TRAIN_PSNR_WINDOW)
         self._rate: deque[tuple[float, int]] = deque()
         self._heldout: EvalResult | None = None
@@ -143,8 +199,9 @@ class TrainSession:
         self._last_saved: Path | None = None
         self._saves = 0
         self._error: str | None = None
-        self._n_gaussians = len(trainer.params)
-        self._publish()
+        self._n_gaussians = 0
+        self._occupied: float | None = None
+        self._publish(first)
 
     # ------------------------------------------------------------------ steering (any thread)
     def pause(self) -> None:
@@ -179,9 +236,10 @@ class TrainSession:
         return fut
 
     # ------------------------------------------------------------------ watching (any thread)
-    def snapshot(self) -> tuple[int, GaussianScene] | None:
+    def snapshot(self) -> tuple[int, AnyScene] | None:
         """(version, scene) of the newest published snapshot; versions only grow. The scene is
-        a detached CPU copy nobody mutates."""
+        a detached CPU copy nobody mutates: a `GaussianScene`, or a `NerfScene` when `kind` is
+        "nerf" (its occupancy grid as training uses it, not the conservative one of a save)."""
         with self._cond:
             if self._published is None:
                 return None
@@ -217,6 +275,8 @@ class TrainSession:
                 last_saved=self._last_saved,
                 saves=self._saves,
                 error=self._error,
+                kind=self.kind,
+                occupied=self._occupied,
             )
 
     # ------------------------------------------------------------------ the loop
@@ -282,7 +342,8 @@ class TrainSession:
             with self._cond:
                 self._state = "running"
                 self._last = stats
-                self._n_gaussians = stats.n_gaussians
+                self._n_gaussians = getattr(stats, "n_gaussians", self._n_gaussians)
+                self._occupied = getattr(stats, "occupied", self._occupied)
                 self._train_psnrs.append(stats.psnr)
                 self._rate.append((stats.elapsed_s, stats.step))
                 while len(self._rate) > 2 and stats.elapsed_s - self._rate[0][0] > RATE_WINDOW_S:
@@ -341,12 +402,28 @@ class TrainSession:
                 self._history = tuple(self.trainer.history)
         return result
 
-    def _publish(self) -> None:
-        scene = self.trainer.scene()  # a copy: never changes under its readers
+    def _publish(self, scene: AnyScene | None = None) -> None:
+        if scene is None:
+            scene = self.trainer.scene()  # a copy: never changes under its readers
         with self._cond:
             self._version += 1
             self._published = scene
-            self._n_gaussians = len(scene)
+            if self.kind == "gaussians":
+                self._n_gaussians = len(scene)
+            else:
+                self._occupied = float(scene.occupied_fraction())
+
+    def _saved_scene(self, metrics: dict[str, Any] | None) -> AnyScene:
+        if self.kind == "nerf":  # a saved NeRF gets the conservative occupancy grid
+            return self.trainer.scene(metrics=metrics, final=True)  # type: ignore[call-arg]
+        return self.trainer.scene(metrics=metrics)
+
+    def _write(self, scene: AnyScene, overwrite: bool) -> Path:
+        if self.kind == "nerf":
+            from ..nerf import save_nerf  # fields.nerf imports this package
+
+            return save_nerf(scene, self.out, overwrite=overwrite)  # type: ignore[arg-type]
+        return save_scene(scene, self.out, overwrite=overwrite)  # type: ignore[arg-type]
 
     def _save_now(
         self,
@@ -359,11 +436,11 @@ class TrainSession:
         try:
             if metrics is None and self._heldout is not None:
                 metrics = {**_metrics(self._heldout), "partial": True}
-            scene = self.trainer.scene(metrics=metrics)
+            scene = self._saved_scene(metrics)
             owns = self._owns
             if not owns and self.checkpoint is not None and self.checkpoint.exists():
                 raise FileExistsError(f"{self.checkpoint} appeared meanwhile; not overwriting it")
-            path = save_scene(scene, self.out, overwrite=owns)
+            path = self._write(scene, owns)
             self._owns = True  # written by us from now on
             if self.checkpoint is not None:
                 self.trainer.save_checkpoint(self.checkpoint)
@@ -396,9 +473,14 @@ class TrainSession:
 
 
 def describe(s: TrainStatus) -> str:
-    """One line for a progress bar: state, step, Gaussians, speed, PSNRs, ETA."""
+    """One line for a progress bar: state, step, Gaussians (NeRF: occupancy), speed, PSNRs,
+    ETA."""
     total = f"/{s.total_steps:,}" if s.total_steps else ""
-    parts = [f"step {s.step:,}{total}", f"{s.n_gaussians:,} Gaussians"]
+    if s.kind == "nerf":
+        size = "NeRF" if s.occupied is None else f"NeRF, {100 * s.occupied:.1f}% occupied"
+    else:
+        size = f"{s.n_gaussians:,} Gaussians"
+    parts = [f"step {s.step:,}{total}", size]
     if s.state == "running":
         parts.append(f"{s.steps_per_s:.1f} steps/s")
     if s.train_psnr is not None:

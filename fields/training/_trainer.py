@@ -353,6 +353,11 @@ class Trainer:
         }
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
+        if d.get("model_kind", "gaussians") != "gaussians":
+            raise ValueError(
+                f"this is a {d.get('model_kind')} checkpoint, not a Gaussian one; resume it with "
+                "the trainer of that model (scenelab train --model nerf)"
+            )
         if d.get("version") != CHECKPOINT_VERSION:
             raise ValueError(
                 f"checkpoint version {d.get('version')!r} is not {CHECKPOINT_VERSION} (this scenelab)"

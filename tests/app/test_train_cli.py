@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from app.cli import main
@@ -131,3 +132,151 @@ def test_ctrl_c_writes_the_checkpoint_and_the_scene(world, tmp_path):
     assert load_scene(out).meta["training"]["steps"] == summary["steps"]
     assert (tmp_path / "int.ckpt").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # nothing half-written
+
+
+# ---------------------------------------------------------------------- --model nerf
+def _train_nerf(world, out, *extra):
+    """A small NeRF (--nerf-preset small) on half-size images: seconds, not minutes."""
+    return main(
+        [
+            "train",
+            str(world),
+            "--model",
+            "nerf",
+            "--nerf-preset",
+            "small",
+            "--downscale",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+            *extra,
+        ]
+    )
+
+
+def test_train_nerf_writes_a_nerf_that_eval_reads_and_resume_continues(world, tmp_path, capsys):
+    from fields.nerf import load_nerf, render_nerf
+
+    out = tmp_path / "s.nerf"
+    assert _train_nerf(world, out, "--steps", "3", "--background", "black") == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["model"] == "nerf" and summary["steps"] == 3 and not summary["interrupted"]
+    assert summary["heldout"]["views"] == 2 and "gaussians" not in summary
+    scene = load_nerf(out)
+    assert scene.config.levels == 6 and scene.config.log2_table == 14  # the small preset
+    meta = scene.meta
+    assert meta["metrics"] == summary["heldout"]  # held-out scores travel with the scene
+    assert meta["training"]["model"] == "nerf" and meta["training"]["steps"] == 3
+    assert meta["training"]["config"]["background"] == "black"
+    assert meta["training"]["held_out"] == ["images/frame_00000.png", "images/frame_00008.png"]
+    assert len(meta["cameras"]) == 16 and meta["up"]
+    ckpt = tmp_path / "s.ckpt"
+    assert ckpt.is_file()
+    # Never over an existing scene unasked.
+    before = out.read_bytes()
+    assert _train_nerf(world, out, "--steps", "1") == 2
+    assert "exists" in capsys.readouterr().err and out.read_bytes() == before
+
+    # eval reads the .nerf: the views its training held out, at its downscale and background,
+    # rendered by the NeRF (the left half of each side-by-side is `render_nerf`'s frame).
+    imgs = tmp_path / "cmp"
+    assert main(["eval", str(out), "--data", str(world), "--images", str(imgs), "--no-lpips"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"] == "nerf" and report["background"] == "black"
+    assert [v["name"] for v in report["views"]] == meta["training"]["held_out"]
+    pair = np.asarray(Image.open(imgs / "frame_00000.png"))
+    assert pair.shape == (18, 48, 3)
+    from fields import load_dataset
+
+    cam = load_dataset(world, downscale=2).cameras[0]
+    rgb = render_nerf(scene, cam, background=(0.0, 0.0, 0.0)).rgb
+    expect = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    assert np.abs(pair[:, :24].astype(int) - expect).max() <= 1
+
+    # --resume continues the checkpoint with its preset; another preset is refused.
+    out2 = tmp_path / "s2.nerf"
+    resume = ["--resume", str(ckpt), "--steps", "4"]
+    assert _train_nerf(world, out2, *resume, "--nerf-preset", "base") == 2
+    assert "does not match the checkpoint" in capsys.readouterr().err
+    base = ["train", str(world), "--model", "nerf", "--downscale", "2", "--quiet"]
+    assert main([*base, "--out", str(out2), *resume]) == 0
+    capsys.readouterr()
+    resumed = load_nerf(out2)
+    assert resumed.meta["training"]["steps"] == 4 and resumed.config == scene.config
+    # A Gaussian run cannot continue a NeRF's checkpoint, nor a NeRF run a Gaussian one.
+    assert _train(world, tmp_path / "g.ply", *resume) == 2
+    assert "not a Gaussian training checkpoint" in capsys.readouterr().err
+    assert _train(world, tmp_path / "g.ply", "--steps", "1") == 0
+    capsys.readouterr()
+    assert (
+        main([*base, "--out", str(tmp_path / "n.nerf"), "--resume", str(tmp_path / "g.ckpt")]) == 2
+    )
+    assert "not a NeRF training checkpoint" in capsys.readouterr().err
+
+
+def test_train_nerf_refuses_options_and_files_of_the_other_kind(world, tmp_path, capsys):
+    nerf = ["train", str(world), "--model", "nerf", "--steps", "1", "--quiet"]
+    for opt in (
+        ["--sh-degree", "1"],
+        ["--max-gaussians", "10"],
+        ["--strategy", "mcmc"],
+        ["--batch-size", "2"],
+    ):
+        assert main([*nerf, "--out", str(tmp_path / "x.nerf"), *opt]) == 2
+        err = capsys.readouterr().err
+        assert opt[0] in err and "Gaussian training only" in err
+    assert main([*nerf, "--out", str(tmp_path / "x.ply")]) == 2
+    assert "writes a .nerf file" in capsys.readouterr().err
+    gauss = ["train", str(world), "--steps", "1", "--quiet"]
+    assert main([*gauss, "--out", str(tmp_path / "x.nerf")]) == 2
+    assert "--model nerf" in capsys.readouterr().err
+    assert main([*gauss, "--out", str(tmp_path / "x.ply"), "--nerf-preset", "small"]) == 2
+    assert "--nerf-preset applies to --model nerf only" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written by a refused run
+
+
+@pytest.mark.slow
+def test_ctrl_c_writes_the_nerf_checkpoint_and_scene(world, tmp_path):
+    out = tmp_path / "int.nerf"
+    cmd = [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "train",
+        str(world),
+        "--model",
+        "nerf",
+        "--nerf-preset",
+        "small",
+        "--downscale",
+        "2",
+        "--out",
+        str(out),
+        "--steps",
+        "100000",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 180
+        seen = ""
+        while "step 3" not in seen and time.monotonic() < deadline:  # training is under way
+            seen += proc.stderr.read(64)
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["interrupted"] and summary["model"] == "nerf" and 3 <= summary["steps"]
+    from fields.nerf import load_nerf
+
+    assert load_nerf(out).meta["training"]["steps"] == summary["steps"]
+    assert (tmp_path / "int.ckpt").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -254,3 +254,12 @@ def test_look_at_camera_straight_down_and_up():
     assert np.allclose(up.c2w[:3, 2].double().numpy(), [0, 0, 1], atol=1e-6)
     with pytest.raises(ValueError, match="coincide"):
         look_at_camera((1, 1, 1), (1, 1, 1), "+z", K, 32, 32)
+
+
+def test_parse_up_reads_what_format_up_writes():
+    from fields.conventions import format_up
+
+    for v in ([0.09, 0.16, 0.98], [0.0, 0.0, -1.0], [1.0, 2.0, 3.0]):
+        text = format_up(v)
+        back = parse_up(text)
+        np.testing.assert_allclose(back, np.asarray(v) / np.linalg.norm(v), atol=0.01)
