@@ -1,13 +1,14 @@
 """Editing: pure ops on selections of Gaussians, model-free selection, undo/redo history,
 grasp candidates (`editing.grasp`), SDS/DDS score distillation (`editing.score_distillation`),
-text edits of a selection, object insertion and semantics that survive edits
-(`editing.semantics`).
+text edits of a selection (and of a NeRF inside a region, `nerf_text_edit`), object insertion
+and semantics that survive edits (`editing.semantics`).
 
 `editing` imports `fields` and never `app`; diffusers and transformers load only when a model
 is loaded.
 """
 
 from . import semantics
+from ._nerf_edit import NerfEditConfig, nerf_edit_views, nerf_region, nerf_text_edit
 from .grasp import (
     Grasp,
     GraspConfig,
@@ -60,6 +61,7 @@ __all__ = [
     "GraspResult",
     "GripperConfig",
     "History",
+    "NerfEditConfig",
     "Placement",
     "ScoreDistiller",
     "SupportPlane",
@@ -81,6 +83,9 @@ __all__ = [
     "load_asset",
     "load_distiller",
     "make_tiny_pipeline",
+    "nerf_edit_views",
+    "nerf_region",
+    "nerf_text_edit",
     "pick",
     "pivot_transform",
     "pixel_ray",

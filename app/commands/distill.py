@@ -8,7 +8,12 @@ around and inside it. `--method lift` (default) averages the teachers' maps onto
 by their blending weights in one pass per view; `--method optimise` fits the features by
 gradient descent (`--steps`). Teachers come from the registry (`oracle`: the dataset's label
 maps, or the scene's per-Gaussian labels rendered; `clip`, `sam` with their weights). Teacher
-maps are cached under --cache, so a second or interrupted run reuses them."""
+maps are cached under --cache, so a second or interrupted run reuses them.
+
+A NeRF (`SCENE.nerf`) gets a feature branch instead (GP-NeRF / LERF style: a small feature grid
+decoded by the same linear heads, trained by rendering it along rays against the teachers' maps
+of --data's views, density and colour frozen), written back into a .nerf: --out, or the scene
+itself with --overwrite."""
 
 from __future__ import annotations
 
@@ -17,16 +22,21 @@ import sys
 import time
 from pathlib import Path
 
-HELP = "distill 2D teachers (oracle, clip, sam) into per-Gaussian features"
+HELP = (
+    "distill 2D teachers (oracle, clip, sam) into per-Gaussian features or a NeRF's feature branch"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("scene", type=Path, help="scene file (.ply, compressed .ply, .splat, .spz)")
+    p.add_argument(
+        "scene", type=Path, help="scene file (.ply, compressed .ply, .splat, .spz, or a .nerf)"
+    )
     p.add_argument(
         "--data",
         type=Path,
         default=None,
-        help="dataset the scene was trained from (default: none; the scene's own renders)",
+        help="dataset the scene was trained from (default: none; the scene's own renders); "
+        "required for a .nerf",
     )
     p.add_argument(
         "--teacher",
@@ -37,13 +47,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method",
         choices=["lift", "optimise"],
-        default="lift",
-        help="lift: training-free weighted averaging (seconds); optimise: gradient descent",
+        default=None,
+        help="lift: training-free weighted averaging (seconds); optimise: gradient descent "
+        "(default: lift for Gaussians; a NeRF's branch is always optimised)",
     )
     p.add_argument(
         "--dim", type=int, default=16, help="feature channels per teacher space (and level)"
     )
-    p.add_argument("--steps", type=int, default=600, help="optimisation steps (--method optimise)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="optimisation steps (default: 600 with --method optimise; 400 for a .nerf)",
+    )
     p.add_argument(
         "--view-side",
         type=int,
@@ -55,9 +71,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         default=None,
-        help="output .safetensors (default: SCENE with suffix .features.safetensors)",
+        help="output .safetensors (default: SCENE with suffix .features.safetensors); for a "
+        ".nerf, the .nerf to write with the feature branch (default: the scene itself, which "
+        "needs --overwrite)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out (or the .nerf itself)"
+    )
     p.add_argument(
         "--cache",
         type=Path,
@@ -127,15 +147,81 @@ def features_path(scene: Path) -> Path:
     return scene.with_name(scene.name.split(".")[0] + ".features.safetensors")
 
 
-def run(args: argparse.Namespace) -> int:
+def build_teachers(names: list[str], dataset, device: str, args: argparse.Namespace) -> list:
+    """Registered teachers by name; an unknown name is a ValueError listing the known ones."""
+    from fields.features import build_teacher
+
+    teachers = []
+    for name in names:
+        try:
+            teachers.append(
+                build_teacher(name, dataset, device=device, **teacher_options(name, args))
+            )
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+    return teachers
+
+
+def teacher_names(args: argparse.Namespace) -> list[str]:
+    names = [t.strip() for t in args.teacher.split(",") if t.strip()]
+    if not names:
+        raise ValueError("--teacher names no teacher")
+    return names
+
+
+def resolve_device(name: str) -> str:
     import torch
 
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def run_nerf(args: argparse.Namespace) -> int:
+    """The NeRF branch: a feature branch distilled into SCENE.nerf, written to --out."""
+    from fields import load_dataset
+    from fields.nerf import NerfDistillConfig, distill_nerf, is_nerf_path, load_nerf, save_nerf
+
+    if args.data is None:
+        raise ValueError(
+            "distilling features into a NeRF needs the photos it was trained from: pass --data"
+        )
+    if args.method == "lift":
+        raise ValueError(
+            "--method lift is for Gaussian scenes; a NeRF's feature branch is optimised "
+            "(leave --method out)"
+        )
+    out = args.out or args.scene
+    if not is_nerf_path(out):
+        raise ValueError(f"--out must be a .nerf file for a NeRF scene, got {out}")
+    if out.exists() and not args.overwrite:
+        hint = " or choose another --out" if out.resolve() == args.scene.resolve() else ""
+        raise FileExistsError(f"{out} exists (pass --overwrite to replace it{hint})")
+    device = resolve_device(args.device)
+    scene = load_nerf(args.scene, device=device)
+    dataset = load_dataset(args.data, downscale=args.downscale)
+    if not args.all_views:
+        dataset = dataset.split("train")
+    teachers = build_teachers(teacher_names(args), dataset, device, args)
+    cache = args.cache if args.cache is not None else args.data / ".cache" / "teachers"
+    steps = {} if args.steps is None else {"steps": args.steps}
+    config = NerfDistillConfig(dim=args.dim, seed=args.seed, cache_dir=str(cache), **steps)
+    result = distill_nerf(scene, dataset, teachers, config, progress=ProgressBar())
+    save_nerf(result, out, overwrite=args.overwrite)
+    print(out)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from fields.nerf import is_nerf_path
+
+    if is_nerf_path(args.scene):
+        return run_nerf(args)
     from fields import load_dataset, load_scene
     from fields.features import (
         DistillConfig,
         LiftConfig,
         SceneOracleTeacher,
-        build_teacher,
         distill,
         lift,
         scene_hash,
@@ -147,29 +233,19 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--out must not be the scene file")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists (pass --overwrite to replace it)")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     scene = load_scene(args.scene).to(device)
     dataset = None
     if args.data is not None:
         dataset = load_dataset(args.data, downscale=args.downscale)
         if not args.all_views:
             dataset = dataset.split("train")
-    names = [t.strip() for t in args.teacher.split(",") if t.strip()]
-    if not names:
-        raise ValueError("--teacher names no teacher")
     teachers = []
-    for name in names:
+    for name in teacher_names(args):
         if name == "oracle" and dataset is None:
             teachers.append(SceneOracleTeacher(scene))
-            continue
-        try:
-            teachers.append(
-                build_teacher(name, dataset, device=device, **teacher_options(name, args))
-            )
-        except KeyError as e:
-            raise ValueError(e.args[0]) from None
+        else:
+            teachers.extend(build_teachers([name], dataset, device, args))
     views = dataset if dataset is not None else scene_views(scene, teachers, side=args.view_side)
     if args.cache is not None:
         cache = args.cache
@@ -178,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         cache = args.scene.parent / ".cache" / "teachers"
     bar = ProgressBar()
-    if args.method == "lift":
+    if (args.method or "lift") == "lift":
         config = LiftConfig(dim=args.dim, seed=args.seed, cache_dir=str(cache))
         field = lift(
             scene, views, teachers, config, progress=lambda f, _m: bar(round(1000 * f), 1000, 0.0)
@@ -188,7 +264,8 @@ def run(args: argparse.Namespace) -> int:
             for t in teachers:
                 if isinstance(t, SceneOracleTeacher):
                     t.register_views(views.names, views.cameras)
-        config = DistillConfig(dim=args.dim, steps=args.steps, seed=args.seed, cache_dir=str(cache))
+        steps = 600 if args.steps is None else args.steps
+        config = DistillConfig(dim=args.dim, steps=steps, seed=args.seed, cache_dir=str(cache))
         field = distill(scene, views, teachers, config, progress=bar).bind(scene)
     field.scene_hash = scene_hash(args.scene)
     label_names = scene.meta.get("label_names")

@@ -14,6 +14,9 @@ Its safetensors header's `__metadata__` holds, as JSON strings:
     "feature_field": (with a feature branch) the decoding side of its feature field: levels,
                config, teachers and meta as `FeatureField.metadata()` writes them; its heads are
                the tensors `space_head.<space>` [D, d]
+    "edits":   (an edited NeRF, `EditedNerfField`) one record per region edit, `{"resolution":
+               R, "density": bool}`; its tensors are `edits.<i>.voxels` [R,R,R] bool and
+               `edits.<i>.color_mlp.*` (`edits.<i>.density_mlp.*` when density was edited)
 
 so `python -c "import safetensors; ..."` or any safetensors reader can inspect it.
 """
@@ -30,6 +33,7 @@ import torch
 from ..errors import SceneFormatError
 from ..features import FeatureField
 from ..formats import write_files
+from ._features import EditedNerfField
 from ._field import NerfField, NerfModelConfig, SceneBox
 from ._march import MarchSettings
 from ._scene import NerfScene
@@ -70,6 +74,8 @@ def save_nerf(scene: NerfScene, path: str | Path, *, overwrite: bool = False) ->
         ),
         "meta": json.dumps(scene.meta),
     }
+    if isinstance(scene.field, EditedNerfField):
+        header["edits"] = json.dumps(scene.field.edit_records())
     ff = scene.feature_field
     if ff is not None:
         if scene.field.feature_table is None:
@@ -130,7 +136,15 @@ def load_nerf(path: str | Path, device: torch.device | str = "cpu") -> NerfScene
         scene_meta: dict[str, Any] = json.loads(meta.get("meta", "{}"))
     except (KeyError, TypeError, ValueError) as e:
         raise _fail(path, f"bad header entry ({e})") from e
-    field = NerfField(config, box)
+    try:
+        edits = json.loads(meta["edits"]) if "edits" in meta else None
+        field = (
+            NerfField(config, box)
+            if edits is None
+            else EditedNerfField.from_records(config, box, edits)
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise _fail(path, f"bad edits entry ({e})") from e
     heads = {
         k[len(HEAD_PREFIX) :]: tensors.pop(k).float()
         for k in list(tensors)

@@ -75,7 +75,8 @@ class NerfScene:
             )
         self.density_ema = torch.zeros(G, G, G)
         self.meta: dict[str, Any] = dict(meta or {})
-        self.march = march or MarchSettings.for_box(field.box)
+        # two steps per cell of the finest grid level along the box's diagonal
+        self.march = march or MarchSettings.for_box(field.box, 2 * field.config.max_res)
         # The feature branch's decoding side (heads {space: [D,d]}, levels, teachers, config),
         # as a `FeatureField` whose `features` is empty [0, L*d]: the branch itself produces the
         # [.., L*d] features at points (`field.features`) and along rays (`render_rays`).

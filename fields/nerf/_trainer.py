@@ -126,26 +126,26 @@ def scene_box(
 ) -> SceneBox:
     """Where the field lives.
 
-    "box": object-centric captures on a transparent background (Blender sets): a box around the
-    point the optical axes meet of half-size 1.1 D tan(half the narrower FOV), what the median
-    camera at distance D frames. "contract": everything else, since photos without alpha show
-    the world to the image borders: an inner box of radius D around the meeting point (the
-    cameras' bounds when the axes do not meet), contracted beyond. "auto" picks "box" when the
-    images have alpha and the axes meet, else "contract". `radius` overrides the size."""
+    Object-centric rigs (optical axes meeting at a point, D the median camera distance to it) get
+    a box around that point, as Instant-NGP does: on a transparent background (Blender sets) of
+    half-size 1.1 D tan(half the narrower FOV), what the median camera frames; with photos that
+    show the world to their borders, of half-size 0.9 D (what lies further is painted onto the
+    box). Other rigs (forward-facing, walk-throughs) get the cameras' bounds as the inner box of
+    a mip-NeRF 360 contraction. `bound` forces "box" or "contract"; `radius` overrides the size."""
     meet = look_at_point(cameras)
     centres = np.stack([c.center.double().numpy() for c in cameras])
     meets = meet is not None and meet[1] < 0.25
     if bound == "auto":
-        bound = "box" if (has_alpha and meets) else "contract"
+        bound = "box" if meets else "contract"
     if meets:
         assert meet is not None
         centre = meet[0]
         D = float(np.median(np.linalg.norm(centres - centre, axis=1)))
-        if bound == "box":
+        if bound == "box" and has_alpha:
             half = min(math.atan(0.5 * min(c.width / c.fx, c.height / c.fy)) for c in cameras)
             r = 1.1 * D * math.tan(half)
         else:
-            r = D
+            r = 0.9 * D if bound == "box" else D
     else:
         centre, r = camera_extent(cameras)
     return SceneBox(tuple(float(v) for v in centre), float(radius or r), bound)  # type: ignore[arg-type]
