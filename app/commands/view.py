@@ -1,7 +1,9 @@
-"""Open a Gaussian scene in the browser: splats render client-side (no GPU needed on the
-server), with selection, reversible edits, save/export and overlays. Serves on 127.0.0.1 only
-unless --host says otherwise; no public share link unless --share. Paths typed in the GUI are
-confined to the current working directory."""
+"""Open a scene in the browser: a Gaussian scene's splats render client-side (no GPU needed on
+the server), with selection, reversible edits, save/export and overlays; a NeRF (`SCENE.nerf`)
+renders on the server and streams into the page (low resolution while the camera moves, refined
+when it rests), with depth and relevancy overlays and "Convert to Gaussians". Serves on
+127.0.0.1 only unless --host says otherwise; no public share link unless --share. Paths typed in
+the GUI are confined to the current working directory."""
 
 from __future__ import annotations
 
@@ -36,6 +38,19 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=192,
         help="long side of server-rendered overlays (128-256)",
+    )
+    p.add_argument(
+        "--nerf-size",
+        type=int,
+        default=256,
+        help="a NeRF's frames: long side in pixels once the camera rests (32-2048)",
+    )
+    p.add_argument(
+        "--nerf-preview",
+        type=int,
+        default=64,
+        help="a NeRF's frames: long side in pixels while the camera moves (16-256; lowered "
+        "automatically when they render slowly)",
     )
     p.add_argument(
         "--no-cameras", action="store_true", help="do not draw the dataset's camera frustums"
@@ -118,7 +133,9 @@ def default_threads() -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("scene", type=Path, help="scene file (.ply, compressed .ply, .splat, .spz)")
+    p.add_argument(
+        "scene", type=Path, help="scene file (.ply, compressed .ply, .splat, .spz, or a .nerf)"
+    )
     p.add_argument(
         "--data",
         type=Path,
@@ -145,6 +162,12 @@ def serve(
     t0 = time.perf_counter() if t0 is None else t0
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    nerf_size = getattr(args, "nerf_size", 256)
+    nerf_preview = getattr(args, "nerf_preview", 64)
+    if not 32 <= nerf_size <= 2048:
+        raise ValueError(f"--nerf-size must be in 32..2048 pixels, got {nerf_size}")
+    if not 16 <= nerf_preview <= 256:
+        raise ValueError(f"--nerf-preview must be in 16..256 pixels, got {nerf_preview}")
     config = ViewerConfig(
         host=args.host,
         port=args.port,
@@ -153,6 +176,8 @@ def serve(
         show_cameras=not args.no_cameras,
         max_splats=args.max_splats,
         edit_model=args.edit_model,
+        nerf_size=nerf_size,
+        nerf_preview=min(nerf_preview, nerf_size),
     )
     started = start_server(config)
     if started.port_was_taken:
@@ -185,9 +210,14 @@ def serve(
     except BaseException:
         started.server.stop()
         raise
-    n = len(kwargs["scene"])
+    scene = kwargs["scene"]
+    what = (
+        f"{len(scene):,} Gaussians"
+        if app.nerf is None
+        else f"a NeRF ({100 * scene.occupied_fraction():.1f} % of its grid occupied)"
+    )
     print(
-        f"scenelab viewer: {app.url}  —  {n:,} Gaussians, ready in "
+        f"scenelab viewer: {app.url}  —  {what}, ready in "
         f"{time.perf_counter() - t0:.1f} s; Ctrl+C to stop",
         flush=True,
     )
@@ -202,10 +232,22 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None and not args.data.exists():
         raise FileNotFoundError(f"no dataset at {args.data}")
 
+    nerf = args.scene.suffix.lower() == ".nerf"  # `fields.nerf.is_nerf_path`, without torch yet
+    if nerf and args.features is not None:
+        raise ValueError(
+            "--features is for Gaussian scenes: a NeRF carries its features in its feature "
+            "branch (scenelab distill SCENE.nerf --data DATA)"
+        )
+
     def load() -> dict:
         from fields import load_dataset, load_scene
 
-        scene = load_scene(args.scene)
+        if nerf:
+            from fields.nerf import load_nerf
+
+            scene = load_nerf(args.scene)
+        else:
+            scene = load_scene(args.scene)
         dataset = load_dataset(args.data) if args.data is not None else None
         return {
             "scene": scene,

@@ -12,8 +12,14 @@ app.wait()  # serve until Ctrl+C
 this so the browser loads while the scene loads); pass its result as `ViewerApp(server=...)`.
 
 `run_training_viewer(session)` (`scenelab train DATA --out X --viewer`) serves a viewer that
-shows a `fields.training.TrainSession` training: the splats refresh every few seconds, and the
-Train folder pauses, resumes, stops and saves it.
+shows a `fields.training.TrainSession` training: the splats (or, for `--model nerf`, the NeRF's
+server-rendered frames) refresh every few seconds, and the Train folder pauses, resumes, stops
+and saves it.
+
+`ViewerApp(nerf_scene)` shows a `fields.nerf.NerfScene`: frames rendered on the server stream
+into each browser as the background image with depth (`_nerf_view`), low resolution while the
+camera moves and refined once it rests; "Convert to Gaussians" swaps in Gaussians and every
+Gaussian tool.
 
 Everything else lives in private modules: `_state` (shared scene state), `_splats` (scene ->
 viser splat buffer), `_jobs` (job runner), `_overlay` (server-rendered overlays), `_camera`, and
@@ -122,6 +128,7 @@ def run_training_viewer(
         "steps": st.step,
         "seconds": round(st.elapsed_s, 1),
         "gaussians": st.n_gaussians,
+        "model": getattr(st, "kind", "gaussians"),
         "heldout_psnr": None if st.heldout_psnr is None else round(st.heldout_psnr, 3),
     }
     print(json.dumps(summary), flush=True)

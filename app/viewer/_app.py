@@ -4,6 +4,13 @@ Layers: `ViewerState` (scene history, selection) and `JobRunner` know nothing ab
 module wires them to the server — pushing splat buffers when the state changes, keeping one
 overlay worker per browser, routing errors into notifications — and the `_panel_*` modules build
 one GUI folder each on top of it.
+
+The scene is Gaussians or a NeRF. A NeRF is drawn on the server (`_nerf_view`: a `NerfDisplay`
+shared by the browsers, one `NerfFrameStreamer` per browser sending frames with depth as the
+background image) while the state holds an empty Gaussian scene; the Gaussian tools (selection,
+edits, history, file, features, click, objects, text edit, insert, grasps) are built only once
+there are Gaussians — at start, or when "Convert to Gaussians" swaps the converted scene in
+(`show_gaussians`). The View, Language query and Radiance field folders know both kinds.
 """
 
 from __future__ import annotations
@@ -22,22 +29,33 @@ import numpy as np
 import viser
 
 from fields import Camera, GaussianScene, framing_view, scene_up
-from fields.conventions import DEFAULT_FOV_DEG
+from fields.camera import cameras_from_meta
+from fields.conventions import DEFAULT_FOV_DEG, fit_distance, horizontal_basis
+from fields.features import FeatureField
+from fields.nerf import NerfScene
 
 from ._camera import camera_view, pose_of, vertical_fov
 from ._jobs import JobRunner
+from ._nerf_view import (
+    NerfDisplay,
+    NerfFrame,
+    NerfFrameStreamer,
+    ViewPose,
+    nerf_bounds,
+)
 from ._overlay import OVERLAY_MODES, OverlayWorker
 from ._panel_click import ClickPanel
 from ._panel_edit import EditPanel
-from ._panel_features import FeatureOptions, FeaturesPanel
+from ._panel_features import FeatureOptions, FeaturesPanel, configure_text_encoder
 from ._panel_file import FilePanel
 from ._panel_grasp import GraspPanel
 from ._panel_history import HistoryPanel
 from ._panel_insert import InsertPanel
 from ._panel_jobs import JobsPanel
+from ._panel_nerf import NerfPanel
 from ._panel_objects import ObjectsPanel
 from ._panel_query import QueryPanel
-from ._panel_selection import SelectionPanel
+from ._panel_selection import SelectionPanel, scene_extent
 from ._panel_text_edit import TextEditPanel
 from ._panel_view import ViewPanel
 from ._server import ServerStart, ViewerConfig, start_server
@@ -53,11 +71,44 @@ SPLATS_NODE = "/scene/splats"
 COARSE_SPLATS = 24_000
 FAST_PROBE_S = 1.0
 PROBE_SETTLE_S = 0.5  # lets the splat buffer reach the browser before the probe
+JPEG_QUALITY = 85  # NeRF frames travel as JPEG (depth as a lossless PNG beside it)
+
+# Where each folder sits (the job strip is at 0.0-0.3, the Train folder at 0.5). Explicit, so
+# that Gaussian tools built after a conversion still appear where they always do.
+FOLDER_ORDER = {
+    "selection": 1.0,
+    "edit": 2.0,
+    "history": 3.0,
+    "file": 4.0,
+    "nerf": 4.5,
+    "view": 5.0,
+    "features": 6.0,
+    "query": 7.0,
+    "click": 8.0,
+    "objects": 9.0,
+    "text_edit": 10.0,
+    "insert": 11.0,
+    "grasp": 12.0,
+}
+GAUSSIAN_TOOLS = (
+    "selection",
+    "edit",
+    "history",
+    "file",
+    "features",
+    "click",
+    "objects",
+    "text_edit",
+    "insert",
+    "grasp",
+)
 
 
 @dataclass
 class _ClientExtras:
     overlay: OverlayWorker
+    client: viser.ClientHandle
+    streamer: NerfFrameStreamer | None = None  # while a NeRF is shown
 
 
 @dataclass
@@ -77,7 +128,7 @@ class ViewerApp:
 
     def __init__(
         self,
-        scene: GaussianScene,
+        scene: GaussianScene | NerfScene,
         config: ViewerConfig | None = None,
         *,
         cameras: Sequence[Camera] = (),
@@ -87,15 +138,25 @@ class ViewerApp:
         dataset: Any = None,
         features: FeatureOptions | None = None,
     ) -> None:
-        """Serve `scene`. `server`: one already started with `start_server(config)` (the CLI
-        starts it before loading the scene); by default a new one is started here."""
+        """Serve `scene` (Gaussians or a NeRF). `server`: one already started with
+        `start_server(config)` (the CLI starts it before loading the scene); by default a new
+        one is started here."""
         self.config = config = config or ViewerConfig()
+        nerf = scene if isinstance(scene, NerfScene) else None
+        if nerf is not None:
+            # The state's scene while a NeRF is shown: no Gaussians, the NeRF's facts (up axis).
+            scene = GaussianScene.empty().replace(meta=dict(nerf.meta))
+        assert isinstance(scene, GaussianScene)
         self.root = (config.root or Path.cwd()).resolve()
         self.title = title or (source.name if source is not None else "scene")
         self.cameras = list(cameras)
         self.dataset = dataset  # a `fields.Dataset` (images, label maps) to distil features from
         self.feature_options = features or FeatureOptions()
         self.state = ViewerState(scene, source=source, max_history_bytes=config.history_bytes)
+        self.nerf_display: NerfDisplay | None = None if nerf is None else NerfDisplay(nerf)
+        self.nerf_preview_side = int(config.nerf_preview)
+        self.nerf_frame_side = int(config.nerf_size)
+        self._nerf_lock = threading.Lock()
         self.jobs = JobRunner()
         started = server if server is not None else start_server(config)
         self.server = started.server
@@ -121,28 +182,39 @@ class ViewerApp:
         self._clients_lock = threading.Lock()
         self._closed = False
 
-        axis = scene_up(scene, self.cameras)
+        # A NeRF opened on its own still knows where it was photographed from.
+        view_cameras = self.cameras or (self._recorded_cameras(nerf) if nerf is not None else [])
+        axis = scene_up(scene, view_cameras)
         self.up, self.up_source = axis.vector, axis.source
         self.server.scene.set_up_direction(tuple(float(x) for x in self.up))
-        self._set_initial_camera(scene)
+        self._set_initial_camera(scene, view_cameras)
 
         # Splats first, then the panels' own listeners (they only update widgets).
         self.state.on_change(self._on_state_change)
 
-        # One GUI folder per panel, top to bottom.
+        # One GUI folder per panel (their order: `FOLDER_ORDER`).
         self.jobs_panel = JobsPanel(self)
-        self.selection_panel = SelectionPanel(self)
-        self.edit_panel = EditPanel(self)
-        self.history_panel = HistoryPanel(self)
-        self.file_panel = FilePanel(self)
-        self.view_panel = ViewPanel(self)
-        self.features_panel = FeaturesPanel(self, self.feature_options)
-        self.query_panel = QueryPanel(self)
-        self.click_panel = ClickPanel(self)
-        self.objects_panel = ObjectsPanel(self)
-        self.text_edit_panel = TextEditPanel(self)
-        self.insert_panel = InsertPanel(self)
-        self.grasp_panel = GraspPanel(self)
+        self.nerf_panel: NerfPanel | None = None
+        self.gaussian_tools = False  # whether the Gaussian-only panels exist
+        if nerf is not None:
+            assert self.nerf_display is not None
+            if nerf.feature_field is not None:
+                # Its heads decode the NeRF's feature branch (and, after a conversion, the
+                # Gaussians' features); queries encode texts through the state.
+                self.state.keep_field(nerf.feature_field)
+            configure_text_encoder(self.state, self.feature_options)
+            self.nerf_panel = self._ordered("nerf", NerfPanel(self))
+            self.nerf_display.on_change(self._on_nerf_change)
+        else:
+            self._build_gaussian_tools(before_view=True)
+        self.view_panel = self._ordered("view", ViewPanel(self))
+        if nerf is None:
+            self.features_panel = self._ordered(
+                "features", FeaturesPanel(self, self.feature_options)
+            )
+        self.query_panel = self._ordered("query", QueryPanel(self))
+        if nerf is None:
+            self._build_gaussian_tools(before_view=False)
 
         self.push()
         self.server.on_client_connect(self._on_connect)  # also runs for tabs already open
@@ -178,6 +250,7 @@ class ViewerApp:
             self._clients.clear()
         for ex in extras:
             ex.overlay.stop()
+            self._stop_streamer(ex, clear=False)
         self.server.stop()
 
     def __enter__(self) -> ViewerApp:
@@ -232,6 +305,164 @@ class ViewerApp:
         """Tell the splat buffer how an op's result relates to its input (see
         `SplatBuffer.derive`), so the push re-packs only the Gaussians that changed."""
         self._buffer.derive(old, new, index, changed)
+
+    # ------------------------------------------------------------------ panels
+    def _ordered(self, name: str, panel: Any) -> Any:
+        panel.folder.order = FOLDER_ORDER[name]
+        return panel
+
+    def _build_gaussian_tools(self, *, before_view: bool | None = None) -> None:
+        """Build the Gaussian-only panels: those above the View folder (`before_view=True`),
+        below it (False), or all (None)."""
+        first = before_view is None or before_view
+        rest = before_view is None or not before_view
+        if first:
+            self.selection_panel = self._ordered("selection", SelectionPanel(self))
+            self.edit_panel = self._ordered("edit", EditPanel(self))
+            self.history_panel = self._ordered("history", HistoryPanel(self))
+            self.file_panel = self._ordered("file", FilePanel(self))
+        if rest:
+            if before_view is None:
+                self.features_panel = self._ordered(
+                    "features", FeaturesPanel(self, self.feature_options)
+                )
+            self.click_panel = self._ordered("click", ClickPanel(self))
+            self.objects_panel = self._ordered("objects", ObjectsPanel(self))
+            self.text_edit_panel = self._ordered("text_edit", TextEditPanel(self))
+            self.insert_panel = self._ordered("insert", InsertPanel(self))
+            self.grasp_panel = self._ordered("grasp", GraspPanel(self))
+            self.gaussian_tools = True
+
+    # ------------------------------------------------------------------ NeRF
+    @property
+    def nerf(self) -> NerfScene | None:
+        """The NeRF shown, or None while Gaussians are."""
+        display = self.nerf_display
+        return None if display is None else display.scene
+
+    def scene_extent(self) -> float:
+        """Size of what is shown (the robust diagonal of the Gaussians, or of the NeRF's
+        occupied cells): what gizmos and frustums scale with."""
+        nerf = self.nerf
+        if nerf is not None:
+            return 2.0 * nerf_bounds(nerf)[1]
+        return scene_extent(self.state.scene)
+
+    def show_nerf(self, scene: NerfScene) -> None:
+        """Show another NeRF in place of the one shown (a training snapshot)."""
+        display = self.nerf_display
+        if display is None:
+            raise RuntimeError("this viewer shows Gaussians; it cannot switch to a NeRF")
+        display.set_scene(scene)
+        if self.nerf_panel is not None:
+            self.nerf_panel.refresh()
+        self.jobs_panel.refresh_summary()
+
+    def show_scene(self, scene: GaussianScene | NerfScene, name: str) -> None:
+        """Show `scene` with no history behind it (a training run's snapshot), whatever its
+        kind: a NeRF in place of the NeRF, Gaussians in place of the scene (or of the NeRF)."""
+        if isinstance(scene, NerfScene):
+            self.show_nerf(scene)
+        elif self.nerf_display is not None:
+            self.show_gaussians(scene, name)
+        else:
+            self.state.replace_scene(scene, name)
+
+    def show_gaussians(
+        self, scene: GaussianScene, name: str, *, field: FeatureField | None = None
+    ) -> None:
+        """Stop showing the NeRF and show `scene` (a conversion of it) with every Gaussian tool;
+        `field`: the feature field its `feature` extra belongs to."""
+        with self._nerf_lock:
+            display, self.nerf_display = self.nerf_display, None
+            if display is not None:
+                for ex in self._client_extras():
+                    self._stop_streamer(ex, clear=True)
+            self.state.replace_scene(scene, name)
+            if field is not None:
+                self.state.keep_field(field)
+            if not self.gaussian_tools:
+                self._build_gaussian_tools()
+            if self.nerf_panel is not None:
+                self.nerf_panel.folder.visible = False
+        self.view_panel.sync_kind()
+        self.query_panel.sync()
+
+    def set_nerf_sides(self, *, preview: int | None = None, full: int | None = None) -> None:
+        """Long sides (px) of the frames drawn while the camera moves / once it rests."""
+        if preview is not None:
+            self.nerf_preview_side = int(preview)
+        if full is not None:
+            self.nerf_frame_side = int(full)
+        # New sizes: new streamers (their preview adaptation starts over at the new size).
+        with self._nerf_lock:
+            for ex in self._client_extras():
+                if ex.streamer is not None:
+                    self._start_streamer(ex)
+
+    def nerf_streamer(self, client_id: int) -> NerfFrameStreamer | None:
+        with self._clients_lock:
+            ex = self._clients.get(client_id)
+        return None if ex is None else ex.streamer
+
+    def _start_streamer(self, ex: _ClientExtras) -> None:
+        display = self.nerf_display
+        if display is None or self._closed:
+            return
+        client = ex.client
+
+        def send(frame: NerfFrame) -> None:
+            client.scene.set_background_image(
+                frame.image, format="jpeg", jpeg_quality=JPEG_QUALITY, depth=frame.depth
+            )
+
+        def on_error(e: Exception) -> None:
+            self.notify("NeRF view failed", _reason(e), client=client, color="red")
+            shown = self.nerf_display
+            if shown is not None and shown.mode != "rgb":
+                shown.set_mode("rgb")
+                self.view_panel.sync_display()
+
+        preview = min(self.nerf_preview_side, self.nerf_frame_side)
+        streamer = NerfFrameStreamer(
+            display.frame,
+            send,
+            preview_side=preview,
+            full_side=self.nerf_frame_side,
+            on_error=on_error,
+            name=f"nerf-{client.client_id}",
+        )
+        old, ex.streamer = ex.streamer, streamer
+        if old is not None:
+            old.stop()
+        self._request_frame(ex)
+
+    def _stop_streamer(self, ex: _ClientExtras, *, clear: bool) -> None:
+        streamer = getattr(ex, "streamer", None)  # (tests register bare stand-ins)
+        if streamer is None:
+            return
+        ex.streamer = None
+        streamer.stop()
+        if clear:
+            try:
+                ex.client.scene.set_background_image(None)
+            except Exception as e:  # the client may have gone away
+                _log.debug("clearing the background failed: %s", e)
+
+    def _request_frame(self, ex: _ClientExtras) -> None:
+        streamer = ex.streamer
+        if streamer is None:
+            return
+        try:
+            pose = ViewPose.of(ex.client.camera)
+        except AssertionError:  # no camera message from this client yet
+            return
+        streamer.request(pose)
+
+    def _on_nerf_change(self) -> None:
+        for ex in self._client_extras():
+            if ex.streamer is not None:
+                ex.streamer.refresh()
 
     # ------------------------------------------------------------------ splat budget
     @property
@@ -346,12 +577,17 @@ class ViewerApp:
             max_side=self.overlay_size,
             on_error=on_overlay_error,
         )
+        ex = _ClientExtras(worker, client)
         with self._clients_lock:
             if self._closed:
                 worker.stop()
                 return
-            self._clients[client.client_id] = _ClientExtras(worker)
+            self._clients[client.client_id] = ex
         client.camera.on_update(lambda _cam: worker.poke(camera_moved=True))
+        client.camera.on_update(lambda _cam: self._request_frame(ex))
+        with self._nerf_lock:
+            if self.nerf_display is not None:
+                self._start_streamer(ex)
         if self._overlay_mode is not None:
             worker.poke()
         threading.Thread(
@@ -364,6 +600,7 @@ class ViewerApp:
             self._client_fast.pop(client.client_id, None)
         if ex is not None:
             ex.overlay.stop()
+            self._stop_streamer(ex, clear=False)
         if not self._closed:
             self._refresh_budget()
 
@@ -411,11 +648,32 @@ class ViewerApp:
         return deco
 
     # ------------------------------------------------------------------ camera
-    def _set_initial_camera(self, scene: GaussianScene) -> None:
+    @staticmethod
+    def _recorded_cameras(nerf: NerfScene) -> list[Camera]:
+        try:
+            return cameras_from_meta(nerf.meta) or []
+        except ValueError as e:
+            _log.warning("ignoring the NeRF's recorded cameras: %s", e)
+            return []
+
+    def _set_initial_camera(self, scene: GaussianScene, cameras: Sequence[Camera]) -> None:
         ic = self.server.initial_camera
-        if self.cameras:
-            eye, look_at, up = camera_view(self.cameras[0], scene)
-            ic.fov = vertical_fov(self.cameras[0])
+        nerf = self.nerf
+        if cameras:
+            eye, look_at, up = camera_view(cameras[0], scene)
+            if nerf is not None:  # orbit about the NeRF's centre, not a point 1 unit ahead
+                fwd = look_at - eye
+                centre = nerf_bounds(nerf)[0]
+                look_at = eye + fwd * max(float((centre - eye) @ fwd), 1e-2)
+            ic.fov = vertical_fov(cameras[0])
+        elif nerf is not None:
+            centre, radius = nerf_bounds(nerf)
+            e1, e2 = horizontal_basis(self.up)
+            direction = 0.75 * e1 + 0.45 * e2 + 0.55 * self.up
+            direction /= np.linalg.norm(direction)
+            eye = centre + fit_distance(radius, DEFAULT_FOV_DEG, 1.1) * direction
+            look_at, up = centre, self.up
+            ic.fov = math.radians(DEFAULT_FOV_DEG)
         else:
             eye, look_at = framing_view(scene, self.up)
             up = self.up

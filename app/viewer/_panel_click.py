@@ -66,7 +66,7 @@ class ClickPanel:
         self.live = LiveSelection(app.state)
         self._mode = "off"
         gui = app.server.gui
-        with gui.add_folder("Click segmentation"):
+        with gui.add_folder("Click segmentation") as self.folder:
             self.mode = gui.add_dropdown(
                 "Prompt",
                 MODES,

@@ -33,7 +33,7 @@ class EditPanel:
     def __init__(self, app: ViewerApp) -> None:
         self.app = app
         gui = app.server.gui
-        with gui.add_folder("Edit"):
+        with gui.add_folder("Edit") as self.folder:
             self.delete_button = gui.add_button("Delete", color="red")
             self.isolate_button = gui.add_button("Isolate", hint="Hide everything else")
             self.unhide_button = gui.add_button("Show all")

@@ -83,19 +83,38 @@ def sam_model_type(options: FeatureOptions, field: FeatureField | None) -> str:
 METHODS = ("lift", "optimise")
 
 
+def configure_text_encoder(state: Any, options: FeatureOptions) -> None:
+    """Tell a `ViewerState` how to encode query texts: the encoder `options` carries, else CLIP
+    with the options' model (other spaces: the field's own teacher records). The Features panel
+    does this; a viewer showing a NeRF (no Features panel) does it itself."""
+    if options.text_encoder is not None:
+        given = options.text_encoder
+        state.text_encoder = lambda _field, _space: given
+        state.text_encoder_cheap = True
+    else:
+        state.text_encoder = lambda field, space: _text_encoder(options, field, space)
+
+
+def _text_encoder(options: FeatureOptions, field: FeatureField, space: str):
+    if space == "clip":
+        from fields.features import ClipTeacher
+
+        return ClipTeacher(
+            options.clip_model, options.clip_pretrained, device=options.device
+        ).encode_text
+    from fields.features import build_text_encoder
+
+    return build_text_encoder(space, field.teachers)
+
+
 class FeaturesPanel:
     def __init__(self, app: ViewerApp, options: FeatureOptions | None = None) -> None:
         self.app = app
         self.options = options = options or FeatureOptions()
         state = app.state
-        if options.text_encoder is not None:
-            given = options.text_encoder
-            state.text_encoder = lambda _field, _space: given
-            state.text_encoder_cheap = True
-        else:
-            state.text_encoder = self._text_encoder
+        configure_text_encoder(state, options)
         gui = app.server.gui
-        with gui.add_folder("Features"):
+        with gui.add_folder("Features") as self.folder:
             self.path = gui.add_text(
                 "Features file",
                 self.default_path(),
@@ -185,14 +204,7 @@ class FeaturesPanel:
             self.status.content = _describe(field)
 
     def _text_encoder(self, field: FeatureField, space: str):
-        if space == "clip":
-            from fields.features import ClipTeacher
-
-            o = self.options
-            return ClipTeacher(o.clip_model, o.clip_pretrained, device=o.device).encode_text
-        from fields.features import build_text_encoder
-
-        return build_text_encoder(space, field.teachers)
+        return _text_encoder(self.options, field, space)
 
     # ------------------------------------------------------------------ actions (also for tests)
     def adopt(self, field: FeatureField, step: str = "features") -> None:

@@ -29,7 +29,7 @@ class FilePanel:
         self.app = app
         gui = app.server.gui
         stem = app.state.source.stem if app.state.source is not None else "scene"
-        with gui.add_folder("File"):
+        with gui.add_folder("File") as self.folder:
             self.path = gui.add_text(
                 "Save as",
                 f"{stem}_edited.ply",

@@ -73,7 +73,7 @@ class GraspPanel:
         self._syncing = False
         defaults = GripperConfig()
         gui = app.server.gui
-        with gui.add_folder("Grasps", expand_by_default=False):
+        with gui.add_folder("Grasps", expand_by_default=False) as self.folder:
             self.target = gui.add_dropdown(
                 "Target",
                 TARGETS,

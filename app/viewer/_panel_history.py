@@ -35,7 +35,7 @@ class HistoryPanel:
     def __init__(self, app: ViewerApp) -> None:
         self.app = app
         gui = app.server.gui
-        with gui.add_folder("History"):
+        with gui.add_folder("History") as self.folder:
             self.undo_button = gui.add_button("Undo", disabled=True)
             self.redo_button = gui.add_button("Redo", disabled=True)
             self.steps = gui.add_markdown("")

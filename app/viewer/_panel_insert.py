@@ -61,7 +61,7 @@ class InsertPanel:
         names = bundled_assets()
         extent = scene_extent(app.state.scene)
         gui = app.server.gui
-        with gui.add_folder("Insert", expand_by_default=False):
+        with gui.add_folder("Insert", expand_by_default=False) as self.folder:
             choices = [*names, "file…"]
             self.asset = gui.add_dropdown("Asset", choices, initial_value=choices[0])
             self.asset_path = gui.add_text(

@@ -26,6 +26,12 @@ class JobsPanel:
         app.state.on_change(lambda _kind: self.refresh_summary())
 
     def _summary_text(self) -> str:
+        nerf = getattr(self.app, "nerf", None)
+        if nerf is not None:
+            return (
+                f"**{self.app.title}** · NeRF · {100 * nerf.occupied_fraction():.1f} % of the "
+                "grid occupied"
+            )
         snap = self.app.state.snapshot()
         n = len(snap.scene)
         hidden = snap.scene.extras.get("hidden")

@@ -10,6 +10,11 @@ selection" runs a part query inside the current selection ("handle" within "mug"
 
 A query runs in the callback when it is cheap (the oracle's text side or cached embeddings, and
 a scene small enough to score in tens of ms); otherwise in the job runner.
+
+On a NeRF with a feature branch (`fields.nerf.NerfQuery`) a query is a job: it finds the query's
+3D region (observed cells whose features answer it: level, threshold, confidence, which the
+status reports) and then shows the per-pixel relevancy heat map that the server renders from the
+branch for every frame (the View panel's "Relevancy"). Selecting needs Gaussians: convert first.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from fields.features import (
     split_terms,
 )
 
+from ._nerf_view import Relevancy
 from ._state import FIELD, NothingSelectedError, ViewerState
 
 if TYPE_CHECKING:
@@ -93,7 +99,7 @@ class QueryPanel:
         self.live = LiveSelection(app.state)
         self._syncing = False
         gui = app.server.gui
-        with gui.add_folder("Language query"):
+        with gui.add_folder("Language query") as self.folder:
             self.text = gui.add_text(
                 "Query", "", hint="What to find; several positives separated by commas."
             )
@@ -128,10 +134,20 @@ class QueryPanel:
         self.auto.on_update(app.action("Auto threshold")(lambda _e: self._on_auto()))
         self.heatmap.on_update(app.action("Heat map")(lambda _e: self._show_heatmap()))
         app.state.on_change(lambda kind: self._sync() if kind == FIELD else None)
+        self.region = None  # the last NeRF query's `fields.nerf.QueryRegion`
         self._sync()
 
     # ------------------------------------------------------------------ field
+    def sync(self) -> None:
+        """Refresh the widgets for what is shown now (Gaussians or a NeRF)."""
+        self._sync()
+
     def _sync(self) -> None:
+        nerf = self.app.nerf
+        if nerf is not None:
+            self._sync_nerf(nerf)
+            return
+        self.select_button.visible = self.within.visible = True
         field = self.state.current_field()
         space = self.space()
         ok = field is not None and space is not None
@@ -158,6 +174,31 @@ class QueryPanel:
         elif self.last is None:
             self.status.content = f"Ready ({space} space; levels: {', '.join(field.levels)})."
 
+    def _sync_nerf(self, nerf) -> None:
+        field = self.state.field if nerf.has_features else None
+        space = self.space() if field is not None else None
+        ok = field is not None and space is not None
+        for h in (self.text, self.negatives, self.level, self.query_button):
+            h.disabled = not ok
+        self.select_button.visible = self.within.visible = False  # selections need Gaussians
+        levels = (LEVEL_AUTO, *(field.levels if field is not None else ()))
+        if tuple(self.level.options) != levels:
+            self.level.options = levels
+        if field is None:
+            self.status.content = (
+                "This NeRF has no feature branch: add one with `scenelab distill SCENE.nerf "
+                "--data DATA` to query it."
+            )
+        elif space is None:
+            self.status.content = (
+                f"The features have no language head (heads: {', '.join(sorted(field.heads))})."
+            )
+        elif self.region is None:
+            self.status.content = (
+                f"Ready ({space} space; levels: {', '.join(field.levels)}). On a NeRF a query "
+                "shows a relevancy heat map; convert to Gaussians to select."
+            )
+
     def space(self) -> str | None:
         field = self.state.field
         return None if field is None else language_space(field)
@@ -179,6 +220,10 @@ class QueryPanel:
         if not positives:
             raise ValueError("type what to find (several terms: comma-separated)")
         negs = split_terms(self.negatives.value if negatives is None else negatives)
+        if self.app.nerf is not None:
+            if select:
+                raise ValueError("selections are made of Gaussians: Convert to Gaussians first")
+            return self.run_nerf(positives, negs, str(self.level.value if level is None else level))
         snap = self.state.snapshot()
         inside = None
         if self.within.value if within is None else within:
@@ -210,6 +255,56 @@ class QueryPanel:
             self._score(snap.scene, tq, *ask, select, mode)
 
         return self.app.jobs.submit(f"Query {', '.join(positives)}", job)
+
+    def run_nerf(self, positives: list[str], negatives: list[str], level: str = LEVEL_AUTO):
+        """Query the NeRF shown (a job, returned): its 3D region, then the relevancy heat map."""
+        nerf = self.app.nerf
+        if nerf is None:
+            raise ValueError("no NeRF is shown")
+        from fields.nerf import NerfQuery
+
+        nq = NerfQuery(nerf, self.state.encode_texts, cameras=self.app.cameras or None)
+        what = ", ".join(positives)
+
+        def job(ctx):
+            ctx.progress(0.05, "encoding text")
+            try:
+                pos = self.state.encode_texts(positives)
+                neg = self.state.encode_texts(negatives_for(negatives))
+            except MissingWeightsError as e:
+                self.status.content = f"**CLIP weights missing.** {e}"
+                raise
+            ctx.check()
+            ctx.progress(0.2, "finding the 3D region")
+            region = nq.region(positives, negatives, level=level)
+            ctx.check()
+            answer = region.level or (level if level != LEVEL_AUTO else nq.field.levels[0])
+
+            def score(camera, features, alpha):
+                return nq.relevancy(camera, pos, neg, level=answer, features=features, alpha=alpha)
+
+            self.region = region
+            self.last = None
+            display = self.app.nerf_display
+            if display is None or display.scene is not nerf:
+                raise RuntimeError("the scene changed while querying; query again")
+            display.set_relevancy(Relevancy(what, score), show=bool(self.heatmap.value))
+            self.app.view_panel.sync_display()
+            self._report_region(what, region)
+            return region
+
+        return self.app.jobs.submit(f"Query {what}", job)
+
+    def _report_region(self, what: str, region) -> None:
+        if not region.confident:
+            self.status.content = (
+                f"**{what}**: heat map shown; no confident 3D region ({region.message})"
+            )
+            return
+        self.status.content = (
+            f"**{what}**: heat map shown; 3D region of {region.count:,} cells above "
+            f"{region.threshold:.3f}, level **{region.level}**. Convert to Gaussians to select."
+        )
 
     def mask_for(self, text: str) -> Tensor:
         """[N] bool: the Gaussians `text` names (empty without a confident match), without
@@ -348,6 +443,13 @@ class QueryPanel:
 
     def _show_heatmap(self) -> None:
         view = self.app.view_panel
+        display = self.app.nerf_display
+        if display is not None:
+            if self.heatmap.value and display.relevancy is not None:
+                view.set_display("Relevancy")
+            elif display.mode == "relevancy":
+                view.set_display("Colour")
+            return
         has_values = self.state.snapshot().values_name == "relevancy"
         if self.heatmap.value and has_values:
             if view.display.value not in ("Values", "Values (rendered)"):

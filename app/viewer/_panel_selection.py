@@ -47,7 +47,7 @@ class SelectionPanel:
         extent = scene_extent(app.state.scene)
         self.extent = extent
         self._tool = "Navigate"
-        with gui.add_folder("Selection"):
+        with gui.add_folder("Selection") as self.folder:
             self.tool = gui.add_dropdown(
                 "Tool",
                 TOOLS,

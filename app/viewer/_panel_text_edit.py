@@ -58,7 +58,7 @@ class TextEditPanel:
         self.previews = 0  # previews shown by the current/last edit
         self.first_preview_s: float | None = None  # seconds from `run` to the first preview
         gui = app.server.gui
-        with gui.add_folder("Text edit", expand_by_default=False):
+        with gui.add_folder("Text edit", expand_by_default=False) as self.folder:
             self.prompt = gui.add_text("Prompt", "", hint="What the selection should become.")
             self.source_prompt = gui.add_text(
                 "Source prompt", "", hint="What it is now (DDS compares the two)."

@@ -9,7 +9,10 @@ steps/s, train and held-out PSNR, ETA, and a chart of the held-out PSNR so far.
 
 Two ways in: `scenelab view SCENE --data DATA` (the panel builds the trainer when "Start" is
 pressed: new Gaussians or the open scene, on the dataset), and `scenelab train DATA --viewer`
-(`run_training_viewer`: the panel is handed a session that starts at once).
+(`run_training_viewer`: the panel is handed a session that starts at once). A session training
+a NeRF (`scenelab train DATA --model nerf --viewer`) publishes NeRF snapshots: the viewer shows
+them through its NeRF frame streamers (`ViewerApp.show_scene`), and the read-out gives the
+occupancy grid's fill instead of a Gaussian count.
 """
 
 from __future__ import annotations
@@ -158,6 +161,10 @@ class TrainPanel:
                     f"{display(p, self.app.root)} exists; choose another name to train to"
                 )
         path.parent.mkdir(parents=True, exist_ok=True)  # inside the root: `path` is confined
+        if origin == START_FROM[1] and self.app.nerf is not None:
+            raise ValueError(
+                "the open scene is a NeRF: train new Gaussians, or Convert to Gaussians first"
+            )
         init = self.app.state.scene if origin == START_FROM[1] else None
         config = dataclasses.replace(self.base_config, steps=steps, downscale=scale)
 
@@ -225,10 +232,14 @@ class TrainPanel:
             if final.last_saved is not None:
                 self.app.state.set_source(final.last_saved)
                 where = display(final.last_saved, self.app.root)
+                what = (
+                    "the NeRF"
+                    if getattr(final, "kind", "gaussians") == "nerf"
+                    else f"{final.n_gaussians:,} Gaussians"
+                )
                 ctx.progress(
                     final.fraction,
-                    f"{STATE_LABEL[final.state]} at step {final.step:,}: saved "
-                    f"{final.n_gaussians:,} Gaussians to {where}",
+                    f"{STATE_LABEL[final.state]} at step {final.step:,}: saved {what} to {where}",
                 )
             return final
 
@@ -283,11 +294,12 @@ class TrainPanel:
                 self._enable_setup()
             return status
 
-    def _show(self, scene: GaussianScene) -> None:
+    def _show(self, scene: GaussianScene | Any) -> None:
         # Each snapshot replaces the scene with no history behind it (undo does not walk back
         # through training, and old snapshots are not kept); pushed from this poller thread.
+        # A NeRF snapshot replaces the NeRF the streamers draw.
         step = int(scene.meta.get("training", {}).get("steps", 0))
-        self.app.state.replace_scene(scene, f"train step {step:,}")
+        self.app.show_scene(scene, f"train step {step:,}")
 
     def _enable_setup(self) -> None:
         if not self.setup_widgets:
@@ -326,7 +338,11 @@ def readout(s: TrainStatus, out: Path, root: Path) -> str:
     """The folder's read-out (markdown): state and step, then one line per figure."""
     total = f" / {s.total_steps:,}" if s.total_steps else ""
     lines = [f"**{STATE_LABEL[s.state]}** · step {s.step:,}{total} · {100 * s.fraction:.1f} %"]
-    lines.append(f"Gaussians: {s.n_gaussians:,}")
+    if getattr(s, "kind", "gaussians") == "nerf":
+        occupied = getattr(s, "occupied", None)
+        lines.append("NeRF occupancy: " + ("—" if occupied is None else f"{100 * occupied:.1f} %"))
+    else:
+        lines.append(f"Gaussians: {s.n_gaussians:,}")
     if s.state == "running":
         lines.append(f"Steps/s: {s.steps_per_s:.1f}")
         if math.isfinite(s.eta_s):

@@ -1,5 +1,6 @@
-"""The "View" folder: what the browser shows (splat colours, or a server-rendered overlay), the
-overlay resolution, the dataset's camera frustums (click one to look through it), reset view."""
+"""The "View" folder: what the browser shows (splat colours, or a server-rendered overlay; for a
+NeRF: its colour, depth or a query's relevancy, all rendered on the server), the overlay
+resolution, the dataset's camera frustums (click one to look through it), reset view."""
 
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ DISPLAYS: dict[str, tuple[str, str | None]] = {
     "Selection (rendered)": ("rgb", "selection"),
     "Values (rendered)": ("rgb", "values"),
 }
+# Display label -> what a NeRF shows (`NerfDisplay` modes).
+NERF_DISPLAYS: dict[str, str] = {
+    "Colour": "rgb",
+    "Depth": "depth",
+    "Relevancy": "relevancy",
+}
 CAMERAS_NODE = "/dataset_cameras"
 
 
@@ -31,12 +38,13 @@ class ViewPanel:
     def __init__(self, app: ViewerApp) -> None:
         self.app = app
         gui = app.server.gui
-        with gui.add_folder("View"):
+        with gui.add_folder("View") as self.folder:
             self.display = gui.add_dropdown(
                 "Display",
-                tuple(DISPLAYS),
+                tuple(NERF_DISPLAYS if app.nerf is not None else DISPLAYS),
                 initial_value="Colour",
-                hint="Splat colours, or an overlay rendered on the server while the camera rests.",
+                hint="Splat colours, or an overlay rendered on the server while the camera rests "
+                "(a NeRF: all rendered on the server).",
             )
             self.overlay_size = gui.add_slider(
                 "Overlay px", 128, 256, 32, app.overlay_size, hint="Long side of rendered overlays"
@@ -72,8 +80,38 @@ class ViewPanel:
         self.frustums = self._add_frustums() if app.cameras else []
         if self.frustums and not self.show_cameras.value:
             self.set_cameras_visible(False)
+        self.sync_kind()
+
+    def sync_kind(self) -> None:
+        """Offer the displays of what is shown (a NeRF's, or the Gaussians'); Gaussian-only
+        widgets hide while a NeRF is shown."""
+        nerf = self.app.nerf is not None
+        options = tuple(NERF_DISPLAYS if nerf else DISPLAYS)
+        if tuple(self.display.options) != options:
+            self.display.options = options
+            self.display.value = "Colour"
+        for w in (self.overlay_size, self.all_splats):
+            w.visible = not nerf
+        if nerf:
+            self.budget_note.visible = False
+        else:
+            self.sync_budget()
 
     def set_display(self, label: str) -> None:
+        display = self.app.nerf_display
+        if display is not None:
+            if label not in NERF_DISPLAYS:
+                raise ValueError(
+                    f"unknown display {label!r}; expected one of {tuple(NERF_DISPLAYS)}"
+                )
+            try:
+                display.set_mode(NERF_DISPLAYS[label])
+            except ValueError:
+                self.sync_display()
+                raise
+            if self.display.value != label:
+                self.display.value = label
+            return
         if label not in DISPLAYS:
             raise ValueError(f"unknown display {label!r}; expected one of {tuple(DISPLAYS)}")
         color_mode, overlay = DISPLAYS[label]
@@ -88,6 +126,12 @@ class ViewPanel:
 
     def sync_display(self) -> None:
         """Point the dropdown at what is actually shown (after a fallback)."""
+        display = self.app.nerf_display
+        if display is not None:
+            for label, mode in NERF_DISPLAYS.items():
+                if mode == display.mode and self.display.value != label:
+                    self.display.value = label
+            return
         mode, overlay = self.app.state.color_mode, self.app.overlay_mode
         for label, pair in DISPLAYS.items():
             if pair == (mode, overlay):
@@ -104,6 +148,8 @@ class ViewPanel:
             self.app.set_splat_budget(None, auto=True)
 
     def sync_budget(self) -> None:
+        if self.app.nerf is not None:
+            return
         budget, n = self.app.splat_budget, len(self.app.state.scene)
         thinned = budget is not None and n > budget
         if thinned:
@@ -117,15 +163,13 @@ class ViewPanel:
 
     # ------------------------------------------------------------------ dataset cameras
     def _add_frustums(self) -> list:
-        from ._panel_selection import scene_extent
-
         cams = self.app.cameras
         keep = np.unique(
             np.linspace(0, len(cams) - 1, min(len(cams), self.app.config.max_cameras))
             .round()
             .astype(int)
         )
-        size = 0.04 * scene_extent(self.app.state.scene)
+        size = 0.04 * self.app.scene_extent()
         handles = []
         for i in keep:
             cam = cams[int(i)]

@@ -32,6 +32,11 @@ class ViewerConfig:
     """Splats sent to browsers. None: automatic — a widened sample of at most `COARSE_SPLATS`
     first, then every splat once the browser proves it renders fast (software GL, e.g. in a
     VM, takes seconds per frame for 10^5 splats); 0: always all; N: at most N."""
+    nerf_size: int = 256
+    """Long side in pixels of a NeRF's frames once the camera rests (server-rendered)."""
+    nerf_preview: int = 64
+    """Long side in pixels of a NeRF's frames while the camera moves (lowered automatically when
+    they render slower than ~0.1 s)."""
     history_bytes: int = 2**31
     """Memory budget of the undo history; the oldest steps are dropped beyond it."""
     label: str = "scenelab"

@@ -311,6 +311,19 @@ class ViewerState:
                 return True
             return self._texts_for(field, space).ready(texts)
 
+    def encode_texts(self, texts: Sequence[str]) -> Tensor:
+        """[T,D] embeddings of `texts` in the loaded field's language space, each string encoded
+        once (the cache `text_query` uses). Works without per-Gaussian features: a NeRF's feature
+        branch is decoded by the loaded field's heads. May load a text model: call it from a job
+        unless `text_ready(texts)`."""
+        with self.lock:
+            field = self._field
+            space = None if field is None else language_space(field)
+            if field is None or space is None:
+                raise ValueError("no feature field with a language head is loaded")
+            encode = self._texts_for(field, space)
+        return encode(list(texts))
+
     def _texts_for(self, field: FeatureField, space: str) -> _FieldTexts:
         if self._field_texts is None:
             factory = self.text_encoder
