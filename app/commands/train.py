@@ -38,7 +38,7 @@ GAUSSIAN_DEFAULTS = {
     "sh_degree": 3,
     "batch_size": 1,
 }
-NERF_DEFAULTS = {"nerf_preset": "base"}
+NERF_DEFAULTS = {"nerf_preset": "base", "bound": "auto", "bound_radius": None}
 NERF_PRESETS = ("base", "small")
 
 
@@ -99,6 +99,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="NeRF size (--model nerf only): base (12-level 2^17 hash grid, 128^3 occupancy) "
         "or small (6 levels of 2^14 up to 64^3, 32^3 occupancy, 16k samples per step: quick "
         "previews and smoke tests). Default: base, or the checkpoint's with --resume",
+    )
+    p.add_argument(
+        "--bound",
+        choices=["auto", "box", "contract"],
+        default=argparse.SUPPRESS,
+        help="where a NeRF lives (--model nerf only): box (around the point object-centric "
+        "cameras look at) or contract (mip-NeRF 360 contraction beyond the cameras' bounds; "
+        "forward-facing and walk-through captures). Default: auto (box when the cameras look at "
+        "one point)",
+    )
+    p.add_argument(
+        "--bound-radius",
+        type=float,
+        default=argparse.SUPPRESS,
+        metavar="R",
+        help="half-size of the NeRF's box (or inner box) in scene units (--model nerf only; "
+        "default: from the cameras)",
     )
     p.add_argument(
         "--background",
@@ -220,6 +237,8 @@ def _nerf_config(args: argparse.Namespace, checkpoint: dict | None = None):
         background=args.background,
         eval_every=args.eval_every,
         seed=args.seed,
+        bound=getattr(args, "bound", NERF_DEFAULTS["bound"]),
+        box_radius=getattr(args, "bound_radius", NERF_DEFAULTS["bound_radius"]),
     )
     return dataclasses.replace(cfg, **size)
 

@@ -233,7 +233,24 @@ def test_train_nerf_refuses_options_and_files_of_the_other_kind(world, tmp_path,
     assert "--model nerf" in capsys.readouterr().err
     assert main([*gauss, "--out", str(tmp_path / "x.ply"), "--nerf-preset", "small"]) == 2
     assert "--nerf-preset applies to --model nerf only" in capsys.readouterr().err
+    assert main([*gauss, "--out", str(tmp_path / "x.ply"), "--bound", "box"]) == 2
+    assert "--bound applies to --model nerf only" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing written by a refused run
+
+
+def test_train_nerf_bound_options_reach_the_config(world):
+    import argparse
+
+    from app.commands import train as train_cmd
+
+    p = argparse.ArgumentParser()
+    train_cmd.add_arguments(p)
+    base = [str(world), "--model", "nerf", "--out", "x.nerf"]
+    args = p.parse_args([*base, "--bound", "contract", "--bound-radius", "2"])
+    cfg = train_cmd._nerf_config(args)
+    assert cfg.bound == "contract" and cfg.box_radius == 2.0
+    cfg = train_cmd._nerf_config(p.parse_args(base))
+    assert cfg.bound == "auto" and cfg.box_radius is None
 
 
 @pytest.mark.slow
