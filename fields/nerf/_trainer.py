@@ -39,6 +39,7 @@ from ..training import (
     look_at_point,
 )
 from ._field import NerfModelConfig, SceneBox
+from ._io import save_nerf
 from ._scene import NerfScene, render_nerf
 
 CHECKPOINT_VERSION = 1
@@ -337,6 +338,11 @@ class NerfTrainer:
             )
             self._final = (self.step_count, model)
         return self._final[1]
+
+    @staticmethod
+    def save_scene(scene: NerfScene, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write a scene of this trainer (.nerf), atomically."""
+        return save_nerf(scene, path, overwrite=overwrite)
 
     def evaluate(
         self, *, with_lpips: bool = False, max_views: int | None = None

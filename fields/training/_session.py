@@ -39,16 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from ..formats import save_scene
 from ..scene import GaussianScene
 from ._data import Splits
 from ._eval import EvalResult
 
-if TYPE_CHECKING:  # fields.nerf imports fields.training: only for annotations here
+if TYPE_CHECKING:
     from ..datasets import Dataset
-    from ..nerf import NerfScene
 
-    AnyScene = GaussianScene | NerfScene
+# A `GaussianScene` or a `fields.nerf.NerfScene` (fields.nerf builds on this package, so the
+# session knows NeRFs only through their trainer: `scene_kind` and `SessionTrainer.save_scene`).
+AnyScene = Any
 
 _log = logging.getLogger(__name__)
 
@@ -121,6 +121,8 @@ class SessionTrainer(Protocol):
     ) -> EvalResult | None: ...
 
     def save_checkpoint(self, path: str | Path) -> Path: ...
+
+    def save_scene(self, scene: AnyScene, path: str | Path, *, overwrite: bool) -> Path: ...
 
 
 def scene_kind(scene: object) -> SceneKind:
@@ -419,11 +421,7 @@ class TrainSession:
         return self.trainer.scene(metrics=metrics)
 
     def _write(self, scene: AnyScene, overwrite: bool) -> Path:
-        if self.kind == "nerf":
-            from ..nerf import save_nerf  # fields.nerf imports this package
-
-            return save_nerf(scene, self.out, overwrite=overwrite)  # type: ignore[arg-type]
-        return save_scene(scene, self.out, overwrite=overwrite)  # type: ignore[arg-type]
+        return self.trainer.save_scene(scene, self.out, overwrite=overwrite)
 
     def _save_now(
         self,

@@ -27,6 +27,7 @@ from torch import Tensor
 from ..camera import Camera, cameras_to_meta
 from ..conventions import cameras_up, format_up
 from ..datasets import Dataset
+from ..formats import save_scene as save_gaussians
 from ..formats import write_files
 from ..rendering import render
 from ..scene import GaussianScene
@@ -299,6 +300,12 @@ class Trainer:
         if metrics:
             meta["metrics"] = metrics
         return GaussianScene(t["means"], t["quats"], t["scales"], t["opacities"], sh, meta=meta)
+
+    @staticmethod
+    def save_scene(scene: GaussianScene, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write a scene of this trainer (.ply + sidecar, or .splat), atomically."""
+        save_gaussians(scene, path, overwrite=overwrite)
+        return Path(path)
 
     def evaluate(
         self, *, with_lpips: bool = False, max_views: int | None = None
