@@ -61,6 +61,10 @@ class NerfTrainConfig:
     max_rays_per_step: int = 1 << 15
     lr: float = 1e-2
     weight_decay: float = 1e-6  # on the MLPs
+    # Photos with alpha train over a random colour per ray whatever `background` says (it sets
+    # what held-out views and renders are composited over): over a fixed white, white fog in
+    # empty space costs nothing, fills the occupancy grid and slows every frame down.
+    random_background_on_alpha: bool = True
     occupancy_every: int = 16
     occupancy_fraction: float = 0.125  # random cells refreshed per update (plus occupied ones)
     bound: Bound = "auto"
@@ -255,7 +259,7 @@ class NerfTrainer:
                 fraction=1.0 if warm else c.occupancy_fraction, gen=self.gen
             )
         o, d, rgba = self.data.sample(self.rays, self.gen)
-        if c.background == "random":
+        if c.background == "random" or (c.random_background_on_alpha and self.images.has_alpha):
             bg = torch.rand(len(o), 3, generator=self.gen)
         else:
             bg = torch.tensor(c.eval_background).expand(len(o), 3)
