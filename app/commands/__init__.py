@@ -1,6 +1,7 @@
 """Registry of CLI commands: name -> module with HELP, add_arguments(parser), run(args)."""
 
 from . import (
+    convert,
     demo,
     distill,
     edit,
@@ -28,6 +29,7 @@ COMMANDS = {
     "eval-query": eval_query,
     "train": train,
     "eval": evaluate,
+    "convert": convert,
     "grasp": grasp,
     "edit": edit,
     "insert": insert,

@@ -61,6 +61,10 @@ Background = Literal["white", "black", "random"]
 
 # Share of a conversion's progress bar the teacher renders take.
 _RENDER_SHARE = 0.1
+# On a slow machine the teacher renders stop after this share of the time budget (keeping at
+# least `_MIN_VIEWS` views), so the student always gets most of it.
+_MAX_RENDER_BUDGET = 0.3
+_MIN_VIEWS = 8
 # Field of view and elevation range of orbit views around a scene that records no cameras.
 _ORBIT_FOV_DEG = 50.0
 
@@ -160,6 +164,14 @@ class _Clock:
         if self.on_progress is not None:
             self.on_progress(min(max(fraction, 0.0), 1.0), message)
 
+    def render_time_up(self, views_done: int) -> bool:
+        """Whether the teacher renders have used up their share of the budget."""
+        return (
+            self.budget_s is not None
+            and views_done >= _MIN_VIEWS
+            and self.elapsed > _MAX_RENDER_BUDGET * self.budget_s
+        )
+
     def check(self, where: str) -> None:
         if self.should_stop is not None and self.should_stop():
             raise InterruptedError(f"conversion cancelled ({where})")
@@ -238,8 +250,8 @@ def conversion_views(
 ) -> list[Camera]:
     """`n` views to render the teacher from, at `resolution` (longer side).
 
-    With recorded cameras: each recorded camera once (evenly spaced ones when more than `n`),
-    the rest jittered
+    In random order. With recorded cameras: each recorded camera once (evenly spaced ones when
+    more than `n`), the rest jittered
     copies of random recorded ones. Object-centric rigs (axes meeting, `look_at_point`) move
     around the meeting point by up to `jitter_deg` and 10% in distance, still looking at it;
     other rigs move by up to 10% of the median camera spacing and turn by up to a tenth of
@@ -250,7 +262,7 @@ def conversion_views(
         first = (
             cams if n >= len(cams) else [cams[round(i)] for i in np.linspace(0, len(cams) - 1, n)]
         )
-        out = [_renamed(c, f"teacher_{i:04d}") for i, c in enumerate(first)]
+        out = list(first)
         meet = look_at_point(cams)
         centres = np.stack([c.center.double().numpy() for c in cams])
         if len(cams) > 1:
@@ -276,8 +288,10 @@ def conversion_views(
                 new[:3, :3] = R @ c2w[:3, :3]
                 new[:3, 3] = eye + 0.1 * spacing * shift
                 cam = Camera.from_c2w(torch.from_numpy(new), c.K, c.width, c.height)
-            out.append(_renamed(cam, f"teacher_{len(out):04d}"))
-        return out
+            out.append(cam)
+        # Shuffled, so that any prefix (what a slow machine renders in time) spreads evenly.
+        order = torch.randperm(len(out), generator=gen).tolist()
+        return [_renamed(out[j], f"teacher_{i:04d}") for i, j in enumerate(order)]
     if orbit is None:
         raise ValueError("no recorded cameras and no orbit to place teacher views on")
     centre, radius, up = orbit
@@ -353,6 +367,9 @@ def _render_nerf_views(
     rgba, pts, cols = [], [], []
     for i, cam in enumerate(cameras):
         clock.check(f"teacher view {i}/{len(cameras)}")
+        if clock.render_time_up(i):
+            cameras = cameras[:i]
+            break
         out = render_nerf(scene, cam, background=(0.0, 0.0, 0.0))
         view = _straight_rgba(out.rgb, out.alpha)
         rgba.append(view)
@@ -451,7 +468,7 @@ def nerf_to_gaussians(
         scene.meta,
         "nerf",
         config,
-        teacher_views=len(cams),
+        teacher_views=len(views.cameras),
         steps=trainer.step_count,
         seconds=round(clock.elapsed, 2),
         gaussians=len(out),
@@ -504,6 +521,9 @@ def _render_gaussian_views(
     rgba, feats = [], []
     for i, cam in enumerate(cameras):
         clock.check(f"teacher view {i}/{len(cameras)}")
+        if clock.render_time_up(i):
+            cameras = cameras[:i]
+            break
         out = render(scene, cam, features=features)
         rgba.append(_straight_rgba(out.rgb, out.alpha))
         if features is not None and out.features is not None:
@@ -719,7 +739,7 @@ def gaussians_to_nerf(
         meta,
         "gaussians",
         config,
-        teacher_views=len(cams),
+        teacher_views=len(views.cameras),
         steps=trainer.step_count,
         feature_steps=feature_steps,
         seconds=round(clock.elapsed, 2),
