@@ -13,7 +13,6 @@ either.
 from __future__ import annotations
 
 import copy
-import io
 import math
 import time
 from collections.abc import Callable
@@ -28,7 +27,6 @@ from torch import Tensor
 from ..camera import Camera, cameras_to_meta
 from ..conventions import cameras_up, format_up
 from ..datasets import Dataset
-from ..formats import write_files
 from ..training import (
     EvalResult,
     Splits,
@@ -36,7 +34,9 @@ from ..training import (
     camera_extent,
     choose_splits,
     evaluate_views,
+    load_checkpoint,
     look_at_point,
+    write_checkpoint,
 )
 from ._field import NerfModelConfig, SceneBox
 from ._io import save_nerf
@@ -422,13 +422,8 @@ class NerfTrainer:
         self._final = None
 
     def save_checkpoint(self, path: str | Path) -> Path:
-        path = Path(path)
-        buf = io.BytesIO()
-        torch.save(self.state_dict(), buf)
-        data = buf.getvalue()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_files([(path, lambda f: f.write(data))], overwrite=True)
-        return path
+        """Write a resumable checkpoint atomically (never a half-written file)."""
+        return write_checkpoint(self.state_dict(), path)
 
     @classmethod
     def resume(
@@ -439,13 +434,9 @@ class NerfTrainer:
         device: torch.device | str = "cpu",
         config: NerfTrainConfig | None = None,
     ) -> NerfTrainer:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"no such checkpoint: {p}")
-        try:
-            d = torch.load(p, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise ValueError(f"{p}: not a scenelab training checkpoint ({e})") from e
+        d = load_checkpoint(path)
+        if d.get("model_kind") != "nerf":
+            raise ValueError(f"{path}: not a NeRF training checkpoint (resume it with its trainer)")
         cfg = config or NerfTrainConfig.from_dict(d["config"])
         t = cls(dataset, cfg, device=device)
         t.load_state_dict(d)

@@ -26,7 +26,7 @@ from ._losses import photometric_loss, psnr, ssim, ssim_map
 from ._params import GaussianParams
 from ._session import TrainSession, TrainStatus, format_seconds
 from ._strategy import DefaultStrategy, MCMCStrategy, Progress, relocation
-from ._trainer import StepStats, Trainer, load_checkpoint, resolve_device
+from ._trainer import StepStats, Trainer, load_checkpoint, resolve_device, write_checkpoint
 
 __all__ = [
     "DefaultStrategy",
@@ -63,4 +63,5 @@ __all__ = [
     "side_by_side",
     "ssim",
     "ssim_map",
+    "write_checkpoint",
 ]

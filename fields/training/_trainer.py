@@ -362,8 +362,8 @@ class Trainer:
     def load_state_dict(self, d: dict[str, Any]) -> None:
         if d.get("model_kind", "gaussians") != "gaussians":
             raise ValueError(
-                f"this is a {d.get('model_kind')} checkpoint, not a Gaussian one; resume it with "
-                "the trainer of that model (scenelab train --model nerf)"
+                f"not a Gaussian training checkpoint (it is a {d.get('model_kind')} one); resume "
+                "it with that model's trainer (scenelab train --model nerf)"
             )
         if d.get("version") != CHECKPOINT_VERSION:
             raise ValueError(
@@ -388,13 +388,7 @@ class Trainer:
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Write a resumable checkpoint atomically (never a half-written file)."""
-        path = Path(path)
-        buf = io.BytesIO()
-        torch.save(self.state_dict(), buf)
-        data = buf.getvalue()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_files([(path, lambda f: f.write(data))], overwrite=True)
-        return path
+        return write_checkpoint(self.state_dict(), path)
 
     @classmethod
     def resume(
@@ -413,6 +407,17 @@ class Trainer:
         t = cls(dataset, cfg, device=device, dist=dist, init=_placeholder_scene(cfg))
         t.load_state_dict(d)
         return t
+
+
+def write_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """`torch.save` a trainer's state to `path` atomically (never a half-written file)."""
+    path = Path(path)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_files([(path, lambda f: f.write(data))], overwrite=True)
+    return path
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
