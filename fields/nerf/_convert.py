@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -446,7 +447,10 @@ def nerf_to_gaussians(
         seed=config.seed,
     )
     source = _ViewSource(views, "nerf-teacher")
-    trainer = Trainer(source.as_dataset(), train_cfg, device=device, init=init)
+    with warnings.catch_warnings():
+        # A teacher view that sees nothing is transparent, not "black": it teaches emptiness.
+        warnings.filterwarnings("ignore", message=r".*training images are entirely black")
+        trainer = Trainer(source.as_dataset(), train_cfg, device=device, init=init)
 
     def step_report(stats: Any) -> None:
         clock.report(
@@ -485,7 +489,7 @@ def converted_feature_field(gaussians: GaussianScene, nerf: NerfScene) -> Featur
     if ff is None or "feature" not in gaussians.extras:
         return None
     feats = gaussians.extras["feature"].float().cpu()
-    if feats.shape[1] != ff.channels and ff.channels != 0:
+    if feats.shape[1] != ff.channels:
         raise ValueError(
             f"the Gaussians carry {feats.shape[1]} feature channels but the NeRF's field "
             f"decodes {ff.channels}"
@@ -671,8 +675,8 @@ def gaussians_to_nerf(
         gen=gen,
         orbit=orbit,
     )
-    src = scene.detach().to("cpu")
-    feats = None if feature_field is None else feature_field.features.float().cpu()
+    src = scene.detach().to(device)  # gsplat renders the teacher on CUDA
+    feats = None if feature_field is None else feature_field.features.float().to(device)
     views = _render_gaussian_views(src, cams, feats, clock)
     if max(float(v[..., 3].max()) for v in views.rgba) < 0.01:
         raise ValueError(
@@ -697,7 +701,9 @@ def gaussians_to_nerf(
         model=config.nerf_model,
     )
     source = _ViewSource(views, "gaussian-teacher")
-    trainer = NerfTrainer(source.as_dataset(), nerf_cfg, device=device, init=init)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*training images are entirely black")
+        trainer = NerfTrainer(source.as_dataset(), nerf_cfg, device=device, init=init)
     rgb_share = (1 - _RENDER_SHARE) * share
 
     def step_report(stats: Any) -> None:

@@ -205,7 +205,7 @@ def test_nerf_preview_refine_overlays_and_convert(browser, nerf_app, trained):  
     assert full.image.std() > 10  # not blank: the table and its objects
     img = poll(page, lambda im: matches_frame(page, im, full.image) < 25, what="the full frame")
     grab(page, "nerf_02_rested_full")
-    assert scene_pixels(img) > 3000
+    assert canvas_crop(page, img).std() > 10  # the canvas shows the scene, not a blank page
 
     # Moving: a preview as soon as the camera moves (held on screen for the screenshot by a long
     # rest time; a mouse drag would orbit about viser's own pivot).

@@ -1,8 +1,8 @@
 """fields.nerf conversion (PVD): NeRF <-> Gaussians on a synthetic world with ground truth.
 
-The photos are the full world's renders (145k Gaussians); the Gaussian scene we convert is the
-same world sampled coarsely (`WorldConfig.preview`, 12k Gaussians, with labels), which scores
-about 26 dB on those photos, as a trained scene would. Gaussians -> NeRF -> Gaussians, each
+The photos are the full world's renders (145k Gaussians, 96x72); the Gaussian scene we convert
+is the same world sampled coarsely (`WorldConfig.preview`, 12k Gaussians, with labels), which
+scores about 25 dB on those photos, as a trained scene would. Gaussians -> NeRF -> Gaussians, each
 scored on the dataset's held-out views (no teacher view is posed there) within 1.5 dB of its
 source, and a language query for each object picks it on the NeRF's feature branch and on the
 Gaussians converted from it."""
@@ -35,14 +35,14 @@ from fields.synthetic import WorldConfig, make_world, write_world
 from fields.training import choose_splits, evaluate_views, look_at_point
 
 SMALL = NerfModelConfig(levels=8, log2_table=14, max_res=96, occupancy_res=48)
-EMBED_DIM = 32
-W, H = 64, 48  # photo size
+EMBED_DIM = 512
+W, H = 96, 72  # photo size
 
 
 # ---------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def world_data(tmp_path_factory):
-    """Photos: the full world at 64x48, 48 views, every 8th held out. Scene: the preview world
+    """Photos: the full world at 96x72, 48 views, every 8th held out. Scene: the preview world
     recording only the training cameras, with a one-hot label feature field decoded by the
     oracle's class embeddings."""
     out = write_world(
@@ -89,7 +89,7 @@ def _psnr(model, data) -> float:
 def _fast(**kw) -> ConvertConfig:
     base = dict(
         time_budget_min=None,
-        views=48,
+        views=96,
         resolution=W,
         nerf_model=SMALL,
         nerf_samples=1 << 14,
@@ -191,13 +191,27 @@ def test_should_stop_is_honoured(world_data):
         nerf_to_gaussians(nerf, _fast(views=8, resolution=16), should_stop=lambda: True)
 
 
+def test_a_scene_without_cameras_is_taught_from_an_orbit(world_data):
+    scene = world_data["scene"]
+    bare = scene.replace(meta={k: v for k, v in scene.meta.items() if k != "cameras"})
+    seen: list[str] = []
+    nerf = gaussians_to_nerf(
+        bare, _fast(steps=3, views=6, resolution=16), on_progress=lambda f, m: seen.append(m)
+    )
+    assert "cameras" not in nerf.meta and nerf.meta["up"] == [0, 0, 1]
+    record = nerf.meta["converted_from"]
+    assert record["teacher_views"] == 6 and record["steps"] == 3
+    assert record["config"]["resolution"] == 16
+    assert seen[0] == "teacher view 1/6" and seen[-1] == "done"
+
+
 # ---------------------------------------------------------------------- the round trip
 @pytest.fixture(scope="module")
 def nerf_from_world(world_data):
     progress: list[tuple[float, str]] = []
     nerf = gaussians_to_nerf(
         world_data["scene"],
-        _fast(steps=600, feature_steps=150),
+        _fast(steps=1000, feature_steps=400),
         feature_field=world_data["field"],
         on_progress=lambda f, m: progress.append((f, m)),
     )
@@ -210,9 +224,9 @@ def test_gaussians_to_nerf_keeps_psnr_and_learns_the_features(world_data, nerf_f
     fractions = [f for f, _ in progress]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     gs_db, nerf_db = _psnr(world_data["scene"], world_data), _psnr(nerf, world_data)
-    # The issue's target is a 1.5 dB loss; on this 64x48 world the CI-sized run loses ~2.1 dB
-    # (see the #12 closing note), so the guard here is 2.5 dB until the recipe closes the gap.
-    assert nerf_db >= gs_db - 2.5, (gs_db, nerf_db)
+    # At 64x48 with 48 teacher views the student lost ~2 dB (edges: the NeRF's finest cell is
+    # larger than a pixel there); at 96x72 with 96 views it loses ~0.8-1.0 dB.
+    assert nerf_db >= gs_db - 1.5, (gs_db, nerf_db)
     meta = nerf.meta
     assert meta["up"] == [0, 0, 1] and len(meta["cameras"]) == len(world_data["train_cameras"])
     assert meta["converted_from"]["kind"] == "gaussians"
@@ -273,9 +287,13 @@ def test_nerf_to_gaussians_keeps_psnr_and_answers_the_same_query(world_data, ner
     opaque = (torch.sigmoid(gs.opacities) > 0.3).numpy()
     with torch.no_grad():
         nerf_feats = nerf.field.features(scene.means[seen])
+    n_labels = len(world_data["names"])
     for label, name in enumerate(world_data["names"]):
         if label == 0:
             continue  # the table: queries pick objects
-        assert _iou(_query(nerf_feats, world_data, name), labels == label) >= 0.8, name
-        on_gs = _query(gs.extras["feature"], world_data, name)
-        assert _iou(on_gs[opaque], gs_labels[opaque] == label) >= 0.8, name
+        on_nerf = _query(nerf_feats, world_data, name)
+        on_gs = _query(gs.extras["feature"], world_data, name)[opaque]
+        iou_nerf = [_iou(on_nerf, labels == k) for k in range(n_labels)]
+        iou_gs = [_iou(on_gs, gs_labels[opaque] == k) for k in range(n_labels)]
+        assert int(np.argmax(iou_nerf)) == int(np.argmax(iou_gs)) == label, (name, iou_nerf, iou_gs)
+        assert min(iou_nerf[label], iou_gs[label]) >= 0.7, (name, iou_nerf, iou_gs)
