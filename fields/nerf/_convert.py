@@ -27,7 +27,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -66,7 +66,7 @@ _RENDER_SHARE = 0.1
 # least `_MIN_VIEWS` views), so the student always gets most of it.
 _MAX_RENDER_BUDGET = 0.3
 _MIN_VIEWS = 8
-# Field of view and elevation range of orbit views around a scene that records no cameras.
+# Field of view of the orbit views around a scene that records no cameras.
 _ORBIT_FOV_DEG = 50.0
 
 
@@ -155,11 +155,11 @@ class _Clock:
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
-    def remaining_min(self, share: float = 1.0) -> float | None:
-        """Minutes left of the budget (times `share`), at least a few seconds."""
+    def remaining_min(self, share: float = 1.0, reserve_s: float = 0.0) -> float | None:
+        """Minutes left of the budget less `reserve_s`, times `share`; at least a few seconds."""
         if self.budget_s is None:
             return None
-        return max(self.budget_s - self.elapsed, 3.0) * share / 60.0
+        return max(self.budget_s - self.elapsed - reserve_s, 3.0) * share / 60.0
 
     def report(self, fraction: float, message: str) -> None:
         if self.on_progress is not None:
@@ -451,6 +451,8 @@ def nerf_to_gaussians(
         # A teacher view that sees nothing is transparent, not "black": it teaches emptiness.
         warnings.filterwarnings("ignore", message=r".*training images are entirely black")
         trainer = Trainer(source.as_dataset(), train_cfg, device=device, init=init)
+    # The budget counts from now (the trainer decoded its views), less a little for the end.
+    trainer.config = replace(train_cfg, time_budget_min=clock.remaining_min(reserve_s=2.0))
 
     def step_report(stats: Any) -> None:
         clock.report(
@@ -687,12 +689,9 @@ def gaussians_to_nerf(
     init = NerfScene.create(config.nerf_model, box).to(device)
     with_features = feats is not None
     share = 1.0 - config.feature_share if with_features else 1.0
-    budget = clock.remaining_min(share)
-    if budget is not None:  # leave time for the saved scene's conservative occupancy grid
-        budget = max(budget - _final_grid_seconds(init) / 60.0, 0.05)
     nerf_cfg = NerfTrainConfig(
         steps=config.steps,
-        time_budget_min=budget,
+        time_budget_min=clock.remaining_min(share),
         background=config.background,
         eval_every=0,
         seed=config.seed,
@@ -704,6 +703,11 @@ def gaussians_to_nerf(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*training images are entirely black")
         trainer = NerfTrainer(source.as_dataset(), nerf_cfg, device=device, init=init)
+    # Counted from now, leaving time for the saved scene's conservative occupancy grid.
+    trainer.config = replace(
+        nerf_cfg,
+        time_budget_min=clock.remaining_min(share, reserve_s=2.0 + _final_grid_seconds(init)),
+    )
     rgb_share = (1 - _RENDER_SHARE) * share
 
     def step_report(stats: Any) -> None:
