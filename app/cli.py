@@ -37,9 +37,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (FileExistsError, FileNotFoundError, ValueError) as e:
-        # Bad input from the user: one clear line, no traceback.
+    except (OSError, ValueError) as e:
+        # Bad input from the user (a missing, unreadable or malformed file, an existing output,
+        # a bad option): one clear line, no traceback.
         print(f"scenelab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"scenelab {args.command}: error: out of memory", file=sys.stderr)
         return 2
 
 

@@ -16,9 +16,9 @@ from .conventions import (
     scene_up,
     up_vector,
 )
-from .datasets import Dataset, load_dataset
+from .datasets import Dataset, DatasetError, load_dataset
 from .errors import SceneFormatError
-from .formats import load_scene, save_scene
+from .formats import ExportOptions, load_scene, save_scene
 from .rendering import RenderOutput, render
 from .scene import GaussianScene
 
@@ -26,6 +26,8 @@ __all__ = [
     "DEFAULT_UP",
     "Camera",
     "Dataset",
+    "DatasetError",
+    "ExportOptions",
     "GaussianScene",
     "RenderOutput",
     "SceneFormatError",

@@ -1,8 +1,11 @@
 """Convert a scene between file formats and between scene kinds; the format follows each file's
 extension.
 
-Gaussians -> Gaussians: read .ply (INRIA or PlayCanvas compressed), .splat or .spz; write .ply
-(+ JSON sidecar) or .splat (degree-0 colour only). `--sh-degree K` lowers (or pads) the SH.
+Gaussians -> Gaussians: read .ply (INRIA or PlayCanvas compressed), .splat, .spz, .sog (bundled
+SOG), meta.json (unbundled SOG) or .ksplat; write .ply (+ JSON sidecar), .compressed.ply
+(PlayCanvas), .splat (degree-0 colour only), .spz (Niantic, `--spz-version`), .sog or meta.json
+(SuperSplat's SOG, `--sog-iterations`). `--sh-degree K` lowers (or pads) the SH. The web formats
+are quantised; the files they write read back in PlayCanvas's splat-transform and SuperSplat.
 
 NeRF (.nerf) -> Gaussians (.ply/.splat) and Gaussians -> NeRF: progressive volume distillation
 (`fields.nerf.nerf_to_gaussians` / `gaussians_to_nerf`): the source renders teacher views around
@@ -22,28 +25,42 @@ import time
 from pathlib import Path
 from typing import Any
 
-HELP = "convert a scene between formats (.ply, .splat, .spz) and between NeRF and Gaussians"
+HELP = (
+    "convert a scene between formats (.ply, .compressed.ply, .splat, .spz, .sog, meta.json, "
+    ".ksplat) and between NeRF and Gaussians"
+)
 
-READABLE = (".ply", ".splat", ".spz", ".nerf")
-WRITABLE = (".ply", ".splat", ".nerf")
+# Names a file may end with (meta.json is a whole file name: unbundled SOG).
+READABLE = (".ply", ".compressed.ply", ".splat", ".spz", ".sog", "meta.json", ".ksplat", ".nerf")
+WRITABLE = (".ply", ".compressed.ply", ".splat", ".spz", ".sog", "meta.json", ".nerf")
+# Options for one output format only.
+FORMAT_OPTIONS = {"spz_version": (".spz",), "sog_iterations": (".sog", "meta.json")}
 FEATURE_SUFFIX = ".features.safetensors"
 # Options that only some conversions use (argparse leaves them unset when not given, so one
 # given where it does nothing is an error instead of being silently ignored).
 DISTIL_OPTIONS = ("time_budget", "steps", "views", "resolution", "seed", "device")
 ONLY = {
-    "gaussians->gaussians": {"sh_degree"},
-    "nerf->gaussians": {*DISTIL_OPTIONS, "max_gaussians", "sh_degree"},
+    "gaussians->gaussians": {"sh_degree", *FORMAT_OPTIONS},
+    "nerf->gaussians": {*DISTIL_OPTIONS, "max_gaussians", "sh_degree", *FORMAT_OPTIONS},
     "gaussians->nerf": {*DISTIL_OPTIONS, "nerf_preset", "features", "no_features"},
 }
-OPTIONAL = ("sh_degree", "max_gaussians", "nerf_preset", "features", "no_features", *DISTIL_OPTIONS)
+OPTIONAL = (
+    "sh_degree",
+    "max_gaussians",
+    "nerf_preset",
+    "features",
+    "no_features",
+    *FORMAT_OPTIONS,
+    *DISTIL_OPTIONS,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     S = argparse.SUPPRESS
+    p.add_argument("input", type=Path, metavar="IN", help=f"scene to read ({', '.join(READABLE)})")
     p.add_argument(
-        "input", type=Path, metavar="IN", help="scene to read (.ply, .splat, .spz, .nerf)"
+        "output", type=Path, metavar="OUT", help=f"file to write ({', '.join(WRITABLE)})"
     )
-    p.add_argument("output", type=Path, metavar="OUT", help="file to write (.ply, .splat, .nerf)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument(
         "--sh-degree",
@@ -51,6 +68,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=[0, 1, 2, 3],
         default=S,
         help="SH degree of Gaussian output (default: the input's; NeRF -> Gaussians: 3)",
+    )
+    p.add_argument(
+        "--spz-version",
+        type=int,
+        choices=[2, 3, 4],
+        default=S,
+        help="SPZ output: format version (default 3, read by every SPZ viewer; 4 is the zstd "
+        "container splat-transform writes by default)",
+    )
+    p.add_argument(
+        "--sog-iterations",
+        type=int,
+        default=S,
+        metavar="N",
+        help="SOG output: k-means iterations for the colour / scale / SH codebooks (more is "
+        "closer to the source and slower; default 10)",
     )
     p.add_argument(
         "--time-budget",
@@ -114,13 +147,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
 
 
+def _ending(path: Path, allowed: tuple[str, ...]) -> str | None:
+    """Which of `allowed` names `path` (the longest match: `.compressed.ply` before `.ply`)."""
+    name = path.name.lower()
+    hits = [a for a in allowed if (name == a if a == "meta.json" else name.endswith(a))]
+    return max(hits, key=len) if hits else None
+
+
 def _kind(path: Path, allowed: tuple[str, ...], role: str) -> str:
-    ext = path.suffix.lower()
-    if ext not in allowed:
+    ending = _ending(path, allowed)
+    if ending is None:
+        ext = path.suffix.lower()
         raise ValueError(
             f"{role} {path}: unknown extension {ext or '(none)'!r}; use one of {', '.join(allowed)}"
         )
-    return "nerf" if ext == ".nerf" else "gaussians"
+    return "nerf" if ending == ".nerf" else "gaussians"
+
+
+def _export_options(args: argparse.Namespace, dst: Path) -> Any:
+    """`fields.formats.ExportOptions` from the options given; an option for another output
+    format than OUT's is an error (it would do nothing)."""
+    from fields.formats import ExportOptions
+
+    changes: dict[str, Any] = {}
+    for opt, endings in FORMAT_OPTIONS.items():
+        if not hasattr(args, opt):
+            continue
+        if _ending(dst, endings) is None:
+            raise ValueError(
+                f"--{opt.replace('_', '-')}: only for {' / '.join(endings)} output, not {dst.name}"
+            )
+        changes[opt] = getattr(args, opt)
+    if changes.get("sog_iterations", 1) < 1:
+        raise ValueError("--sog-iterations must be at least 1")
+    return ExportOptions(**changes)
 
 
 def features_path(scene: Path) -> Path:
@@ -209,8 +269,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"{opts}: not used when converting {src_kind} to {dst_kind} ({src.name} -> {dst.name})"
         )
-    if not src.is_file():
+    if not src.exists():
         raise FileNotFoundError(f"no such scene: {src}")
+    if not src.is_file():  # a folder, FIFO or device: never read (a FIFO would block)
+        raise ValueError(f"IN {src} is not a regular file")
     if dst.exists() and dst.resolve() == src.resolve():
         raise ValueError(f"IN and OUT are the same file ({src}); write to another path")
     if dst.is_dir():
@@ -219,14 +281,15 @@ def run(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{dst} exists (pass --overwrite to replace it)")
     if not dst.parent.is_dir():
         raise FileNotFoundError(f"the folder for OUT does not exist: {dst.parent}")
+    options = _export_options(args, dst) if dst_kind == "gaussians" else None
     t0 = time.perf_counter()
     if pair == "gaussians->gaussians":
-        facts = _gaussians_to_gaussians(args, src, dst)
+        facts = _gaussians_to_gaussians(args, src, dst, options)
     else:
         bar = _Progress(args.quiet)
         try:
             if pair == "nerf->gaussians":
-                facts = _nerf_to_gaussians(args, src, dst, bar)
+                facts = _nerf_to_gaussians(args, src, dst, bar, options)
             else:
                 facts = _gaussians_to_nerf(args, src, dst, bar)
         except KeyboardInterrupt:
@@ -246,13 +309,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gaussians_to_gaussians(args: argparse.Namespace, src: Path, dst: Path) -> dict[str, Any]:
+def _gaussians_to_gaussians(
+    args: argparse.Namespace, src: Path, dst: Path, options: Any
+) -> dict[str, Any]:
     from fields import load_scene, save_scene
 
     scene = load_scene(src)
     if hasattr(args, "sh_degree") and args.sh_degree != scene.sh_degree:
         scene = scene.with_sh_degree(args.sh_degree)
-    save_scene(scene, dst, overwrite=args.overwrite)
+    save_scene(scene, dst, overwrite=args.overwrite, options=options)
     if features_path(src).is_file() and not args.quiet:
         print(
             f"scenelab convert: note: the feature field next to {src.name} is not carried over "
@@ -269,7 +334,7 @@ def _device(args: argparse.Namespace) -> Any:
 
 
 def _nerf_to_gaussians(
-    args: argparse.Namespace, src: Path, dst: Path, bar: _Progress
+    args: argparse.Namespace, src: Path, dst: Path, bar: _Progress, options: Any
 ) -> dict[str, Any]:
     from fields import save_scene
     from fields.nerf import load_nerf
@@ -290,11 +355,11 @@ def _nerf_to_gaussians(
         field = _nerf_api("converted_feature_field")(gaussians, nerf.to("cpu"))
         if field is not None:
             gaussians = gaussians.with_extras(feature=None)  # features live next to the scene
-            save_scene(gaussians, dst, overwrite=args.overwrite)
+            save_scene(gaussians, dst, overwrite=args.overwrite, options=options)
             field.save(feat_out, overwrite=args.overwrite)
             facts["features"] = str(feat_out)
             return facts
-    save_scene(gaussians, dst, overwrite=args.overwrite)
+    save_scene(gaussians, dst, overwrite=args.overwrite, options=options)
     return facts
 
 

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from ._dataset_args import add_allow_outside
+
 HELP = (
     "distill 2D teachers (oracle, clip, sam) into per-Gaussian features or a NeRF's feature branch"
 )
@@ -88,6 +90,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--all-views", action="store_true", help="train on every view (no held-out views)"
     )
     p.add_argument("--downscale", type=float, default=1.0, help="dataset downscale factor")
+    add_allow_outside(p)
     p.add_argument("--device", default="auto", help="torch device: auto, cpu or cuda")
     p.add_argument(
         "--clip-model", default="ViT-B-16", help="open_clip architecture or hf-hub:/local-dir: id"
@@ -199,7 +202,7 @@ def run_nerf(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{out} exists (pass --overwrite to replace it{hint})")
     device = resolve_device(args.device)
     scene = load_nerf(args.scene, device=device)
-    dataset = load_dataset(args.data, downscale=args.downscale)
+    dataset = load_dataset(args.data, downscale=args.downscale, allow_outside=args.allow_outside)
     if not args.all_views:
         dataset = dataset.split("train")
     teachers = build_teachers(teacher_names(args), dataset, device, args)
@@ -237,7 +240,9 @@ def run(args: argparse.Namespace) -> int:
     scene = load_scene(args.scene).to(device)
     dataset = None
     if args.data is not None:
-        dataset = load_dataset(args.data, downscale=args.downscale)
+        dataset = load_dataset(
+            args.data, downscale=args.downscale, allow_outside=args.allow_outside
+        )
         if not args.all_views:
             dataset = dataset.split("train")
     teachers = []

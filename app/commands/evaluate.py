@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ._dataset_args import add_allow_outside
+
 HELP = "score a scene on a dataset's held-out views (PSNR, SSIM, LPIPS) as JSON"
 
 
@@ -20,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "scene", type=Path, help="scene file (.ply, compressed .ply, .splat, .spz, or a .nerf)"
     )
     p.add_argument("--data", type=Path, required=True, help="dataset the scene depicts")
+    add_allow_outside(p)
     p.add_argument("--downscale", type=float, default=None, help="default: the training one")
     p.add_argument(
         "--split",
@@ -58,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
     downscale = args.downscale if args.downscale is not None else float(cfg.get("downscale", 1.0))
     bg_name = args.background or ("black" if cfg.get("background") == "black" else "white")
     bg = (0.0, 0.0, 0.0) if bg_name == "black" else (1.0, 1.0, 1.0)
-    ds = load_dataset(args.data, downscale=downscale, background=bg)
+    ds = load_dataset(
+        args.data, downscale=downscale, background=bg, allow_outside=args.allow_outside
+    )
     if args.split == "all":
         idx = list(range(len(ds)))
     elif training.get("held_out"):

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._dataset_args import add_allow_outside
+
 if TYPE_CHECKING:
     from torch import Tensor
 
@@ -30,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "scene", type=Path, help="scene file (.ply, compressed .ply, .splat, .spz, or a .nerf)"
     )
     p.add_argument("--data", type=Path, default=None, help="dataset whose cameras to render from")
+    add_allow_outside(p)
     p.add_argument("--out", type=Path, default=Path("renders"), help="output folder for PNGs")
     p.add_argument("--views", type=int, default=8, help="orbit views when no --data is given")
     p.add_argument("--width", type=int, default=512, help="orbit image width")
@@ -144,7 +147,7 @@ def _dataset_views(args: argparse.Namespace, scene) -> tuple[list, list[str]]:
     from fields import load_dataset
     from fields.training import choose_splits
 
-    ds = load_dataset(args.data, downscale=args.downscale)
+    ds = load_dataset(args.data, downscale=args.downscale, allow_outside=args.allow_outside)
     if args.split == "heldout":
         training = scene.meta.get("training")
         held = training.get("held_out") if isinstance(training, dict) else None

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from ._dataset_args import add_allow_outside
+
 HELP = "train a Gaussian-splatting scene (or a NeRF) from photos and camera poses"
 
 
@@ -71,6 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="stop after MIN minutes of optimisation; schedules follow the time",
     )
     p.add_argument("--downscale", type=float, default=1.0, help="image downscale factor (>= 1)")
+    add_allow_outside(p)
     gs = "Gaussians only"
     p.add_argument(
         "--max-gaussians",
@@ -321,7 +324,12 @@ def run(args: argparse.Namespace) -> int:
     device = dist.device
     try:
         bg = config.eval_background
-        dataset = load_dataset(args.data, downscale=args.downscale, background=bg)
+        dataset = load_dataset(
+            args.data,
+            downscale=args.downscale,
+            background=bg,
+            allow_outside=args.allow_outside,
+        )
         trainer = _gaussian_trainer(args, dataset, config, device, dist)
         if args.viewer:
             return _run_with_viewer(trainer, out, ckpt, args)
@@ -362,7 +370,12 @@ def _run_nerf(args: argparse.Namespace, out: Path, ckpt: Path, device) -> int:
                 "without --model nerf)"
             )
     config = _nerf_config(args, state)
-    dataset = load_dataset(args.data, downscale=args.downscale, background=config.eval_background)
+    dataset = load_dataset(
+        args.data,
+        downscale=args.downscale,
+        background=config.eval_background,
+        allow_outside=args.allow_outside,
+    )
     trainer = NerfTrainer(dataset, config, device=device)
     if state is not None:
         trainer.load_state_dict(state)

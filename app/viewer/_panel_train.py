@@ -172,7 +172,9 @@ class TrainPanel:
             ctx.progress(0.0, "loading the photos")
             ds = self.dataset
             if scale != 1.0:
-                ds = load_dataset(self.data or ds.root, downscale=scale)
+                ds = load_dataset(
+                    self.data or ds.root, downscale=scale, allow_outside=ds.allow_outside
+                )
             trainer = Trainer(ds, config, device=resolve_device(self.device), init=init)
             return TrainSession(trainer, out=path, checkpoint=ckpt)
 

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import SceneFormatError
 from ._blender import is_blender, load_blender
 from ._colmap import find_model, load_colmap
 from ._dataset import Dataset, Distortion
+from ._errors import DatasetError
 from ._transforms import load_transforms
 
 __all__ = [
     "Dataset",
+    "DatasetError",
     "Distortion",
     "load_blender",
     "load_colmap",
@@ -42,6 +43,7 @@ def load_dataset(
     downscale: float = 1,
     background: tuple[float, float, float] = (1.0, 1.0, 1.0),
     split: str | None = None,
+    allow_outside: bool = False,
 ) -> Dataset:
     """Load a dataset, detecting its format. Checked in this order:
 
@@ -54,14 +56,16 @@ def load_dataset(
     `downscale` (>= 1): cameras are `Camera.scaled(1/downscale)`, images area-resampled to
     them (a pre-downscaled `images_<n>/` folder is used when present). `background`: colour
     that RGBA images are composited over. `split`: "train" / "val" / "test" subset
-    (see `Dataset.split`); None keeps every view."""
+    (see `Dataset.split`); None keeps every view. `allow_outside`: read files the dataset
+    names outside its folder (`../x.png`, absolute paths, symlinks pointing out), which is
+    refused with a `DatasetError` by default."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such dataset: {path}")
-    opts = {"downscale": downscale, "background": background}
+    opts = {"downscale": downscale, "background": background, "allow_outside": allow_outside}
     if path.is_file():
         if path.suffix.lower() != ".json":
-            raise SceneFormatError(path, "not a dataset: expected a folder or a .json file")
+            raise DatasetError(path, "not a dataset: expected a folder or a .json file")
         if path.stem.removeprefix("transforms_") in ("train", "val", "test"):
             return load_blender(path, split=split, **opts)
         ds = load_transforms(path, **opts)
@@ -72,7 +76,7 @@ def load_dataset(
     elif find_model(path) is not None:
         ds = load_colmap(path, **opts)
     else:
-        raise SceneFormatError(
+        raise DatasetError(
             path,
             "no dataset found: expected transforms.json, transforms_train.json, or a COLMAP "
             "model (cameras/images .bin or .txt) here or in sparse/0/",

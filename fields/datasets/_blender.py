@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import SceneFormatError
 from ._dataset import Dataset, check_options
+from ._errors import DatasetError
 from ._transforms import views_from_files
 
 SPLITS = ("train", "val", "test")
@@ -23,12 +23,14 @@ def load_blender(
     split: str | None = None,
     downscale: float = 1,
     background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    allow_outside: bool = False,
 ) -> Dataset:
     """A nerf_synthetic scene folder (or one of its `transforms_<split>.json`).
 
     `split=None` loads every split file present, tagging views so that `ds.split("test")`
     works; a named split reads only that file. The image size is not in the files: it is read
-    from the first image's header (no decoding). Alpha is composited over `background`."""
+    from the first image's header (no decoding). Alpha is composited over `background`.
+    Image paths must resolve inside the folder unless `allow_outside=True` (`DatasetError`)."""
     check_options(downscale, background)
     path = Path(path).absolute()
     if path.is_file():
@@ -43,6 +45,12 @@ def load_blender(
     files = [(f, s) for f, s in files if f.is_file()]
     if not files:
         names = ", ".join(f"transforms_{s}.json" for s in wanted)
-        raise SceneFormatError(path, f"no Blender split file ({names})")
-    views = views_from_files(files)
-    return Dataset(views, root=path, downscale=downscale, background=background)
+        raise DatasetError(path, f"no Blender split file ({names})")
+    views = views_from_files(files, allow_outside=allow_outside)
+    return Dataset(
+        views,
+        root=path,
+        downscale=downscale,
+        background=background,
+        allow_outside=allow_outside,
+    )

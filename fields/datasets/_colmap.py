@@ -19,16 +19,17 @@ import torch
 from torch import Tensor
 
 from ..camera import Camera
-from ..errors import SceneFormatError
 from ._dataset import (
     Dataset,
     Distortion,
     ImageRef,
     View,
+    check_inside,
     check_options,
     keep_existing,
     warn_distortion,
 )
+from ._errors import DatasetError
 
 # name -> (model id, parameter names). Ids are COLMAP's `CameraModelId`.
 _MODELS: dict[str, tuple[int, tuple[str, ...]]] = {
@@ -115,7 +116,7 @@ def find_model(path: Path) -> tuple[Path, list[Path]] | None:
 
 # ---------------------------------------------------------------------- binary
 class _Buffer:
-    """Sequential little-endian reads that turn short data into SceneFormatError."""
+    """Sequential little-endian reads that turn short data into DatasetError."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -150,18 +151,18 @@ class _Buffer:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise SceneFormatError(self.path, f"image name is not UTF-8 at byte {end}") from e
+            raise DatasetError(self.path, f"image name is not UTF-8 at byte {end}") from e
 
     def truncated(self, why: str = "") -> None:
         detail = f" ({why})" if why else ""
-        raise SceneFormatError(
+        raise DatasetError(
             self.path,
             f"truncated: needs more than its {len(self.data)} bytes at byte {self.offset}{detail}",
         )
 
     def finish(self) -> None:
         if self.offset != len(self.data):
-            raise SceneFormatError(
+            raise DatasetError(
                 self.path, f"{len(self.data) - self.offset} unexpected trailing bytes"
             )
 
@@ -172,7 +173,7 @@ def _read_cameras_bin(path: Path) -> dict[int, _ColmapCamera]:
     for _ in range(buf.count(24, "cameras")):
         camera_id, model_id, width, height = buf.unpack("<iiQQ")
         if model_id not in _MODEL_BY_ID:
-            raise SceneFormatError(path, f"camera {camera_id}: unknown camera model id {model_id}")
+            raise DatasetError(path, f"camera {camera_id}: unknown camera model id {model_id}")
         model = _MODEL_BY_ID[model_id]
         n = len(_MODELS[model][1])
         cameras[camera_id] = _ColmapCamera(camera_id, model, width, height, buf.unpack(f"<{n}d"))
@@ -221,7 +222,7 @@ def _data_lines(path: Path) -> list[tuple[int, str]]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise SceneFormatError(path, f"not UTF-8 text: {e}") from e
+        raise DatasetError(path, f"not UTF-8 text: {e}") from e
     return [(k + 1, line.strip()) for k, line in enumerate(text.splitlines())]
 
 
@@ -249,7 +250,7 @@ def _read_cameras_txt(path: Path) -> dict[int, _ColmapCamera]:
                 camera_id, model, int(elems[2]), int(elems[3]), params
             )
         except ValueError as e:
-            raise SceneFormatError(path, f"line {lineno}: {e}") from e
+            raise DatasetError(path, f"line {lineno}: {e}") from e
     return cameras
 
 
@@ -268,7 +269,7 @@ def _read_images_txt(path: Path) -> list[_ColmapImage]:
             t = tuple(float(e) for e in elems[5:8])
             images.append(_ColmapImage(int(elems[0]), q, t, int(elems[8]), elems[9]))  # type: ignore[arg-type]
         except ValueError as e:
-            raise SceneFormatError(path, f"line {lineno}: {e}") from e
+            raise DatasetError(path, f"line {lineno}: {e}") from e
         next(lines, None)  # the POINTS2D line (may be empty)
     return images
 
@@ -285,7 +286,7 @@ def _read_points_txt(path: Path) -> tuple[Tensor, Tensor]:
             xyz.append([float(e) for e in elems[1:4]])
             rgb.append([int(e) for e in elems[4:7]])
         except ValueError as e:
-            raise SceneFormatError(path, f"line {lineno}: {e}") from e
+            raise DatasetError(path, f"line {lineno}: {e}") from e
     return (
         torch.tensor(xyz, dtype=torch.float32).reshape(-1, 3),
         torch.tensor(rgb, dtype=torch.uint8).reshape(-1, 3),
@@ -302,9 +303,9 @@ def _intrinsics(cam: _ColmapCamera, path: Path) -> tuple[torch.Tensor, Distortio
     p = dict(zip(_MODELS[cam.model][1], cam.params, strict=True))
     fx, fy = (p["f"], p["f"]) if "f" in p else (p["fx"], p["fy"])
     if not all(math.isfinite(v) for v in cam.params) or fx <= 0 or fy <= 0:
-        raise SceneFormatError(path, f"camera {cam.id}: bad parameters {list(cam.params)}")
+        raise DatasetError(path, f"camera {cam.id}: bad parameters {list(cam.params)}")
     if cam.width <= 0 or cam.height <= 0:
-        raise SceneFormatError(path, f"camera {cam.id}: bad size {cam.width}x{cam.height}")
+        raise DatasetError(path, f"camera {cam.id}: bad size {cam.width}x{cam.height}")
     K = torch.tensor([[fx, 0.0, p["cx"]], [0.0, fy, p["cy"]], [0.0, 0.0, 1.0]])
     coeffs = {k: float(v) for k, v in p.items() if k not in _INTRINSIC_NAMES}
     return K, Distortion(cam.model, coeffs)
@@ -315,7 +316,7 @@ def _viewmat(image: _ColmapImage, path: Path) -> torch.Tensor:
     t = torch.tensor(image.tvec, dtype=torch.float64)
     norm = q.norm()
     if not (torch.isfinite(q).all() and torch.isfinite(t).all()) or norm < 1e-12:
-        raise SceneFormatError(path, f"image {image.name!r}: bad pose qvec={image.qvec}")
+        raise DatasetError(path, f"image {image.name!r}: bad pose qvec={image.qvec}")
     w, x, y, z = (q / norm).tolist()
     R = torch.tensor(
         [
@@ -337,6 +338,7 @@ def load_colmap(
     images: str | Path | None = None,
     downscale: float = 1,
     background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    allow_outside: bool = False,
 ) -> Dataset:
     """A COLMAP sparse model: `path` is a dataset dir holding `sparse/0/` (or `sparse/`, or
     nerfstudio's `colmap/sparse/0/`) or the model dir itself; `.bin` is preferred over `.txt`.
@@ -347,14 +349,17 @@ def load_colmap(
     OPENCV_FISHEYE, SIMPLE_RADIAL_FISHEYE, RADIAL_FISHEYE) are undistorted on load (see
     `Dataset`); the original lens stays in `Dataset.distortion`. FOV and the thin-prism
     fisheyes are warned about once and used as pinholes: undistort those first
-    (`colmap image_undistorter` writes exactly this layout with PINHOLE cameras)."""
+    (`colmap image_undistorter` writes exactly this layout with PINHOLE cameras).
+
+    Image names in the model must resolve inside the image folder (no `../`, absolute paths
+    or symlinks pointing out) unless `allow_outside=True`; otherwise `DatasetError`."""
     check_options(downscale, background)
     path = Path(path).absolute()
     found = find_model(path)
     if found is None:
         if not path.exists():
             raise FileNotFoundError(f"no such dataset: {path}")
-        raise SceneFormatError(
+        raise DatasetError(
             path, "no COLMAP model (cameras + images .bin/.txt) here or in sparse/0, sparse"
         )
     model_dir, roots = found
@@ -363,7 +368,7 @@ def load_colmap(
     cameras = (_read_cameras_bin if binary else _read_cameras_txt)(cams_file)
     records = (_read_images_bin if binary else _read_images_txt)(imgs_file)
     if not records:
-        raise SceneFormatError(imgs_file, "the model has no registered images")
+        raise DatasetError(imgs_file, "the model has no registered images")
 
     if images is not None:
         image_dir = Path(images)
@@ -376,7 +381,7 @@ def load_colmap(
     views = []
     for record in sorted(records, key=lambda r: r.name):
         if record.camera_id not in cameras:
-            raise SceneFormatError(
+            raise DatasetError(
                 imgs_file,
                 f"image {record.name!r} uses camera {record.camera_id}, not in {cams_file.name}",
             )
@@ -384,10 +389,19 @@ def load_colmap(
         K, distortion = intrinsics[record.camera_id]
         camera = Camera(K, _viewmat(record, imgs_file).float(), cam.width, cam.height, record.name)
         ref = ImageRef(image_dir.parent, image_dir.name, record.name)
+        if not allow_outside:
+            check_inside(ref.path, image_dir, source=imgs_file, what=f"image {record.name!r} ->")
         views.append(View(camera, ref, distortion))
 
     views = keep_existing(views, lambda v: v.image.path, imgs_file, "registered images")
     warn_distortion(views, cams_file)
     points = functools.partial(read_points, pts_file) if pts_file is not None else None
     root = roots[0]
-    return Dataset(views, root=root, downscale=downscale, background=background, points=points)
+    return Dataset(
+        views,
+        root=root,
+        downscale=downscale,
+        background=background,
+        points=points,
+        allow_outside=allow_outside,
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,8 +17,8 @@ import numpy as np
 from torch import Tensor
 
 from ..camera import Camera
-from ..errors import SceneFormatError
 from . import _images, _undistort
+from ._errors import DatasetError
 
 # Projection families that are not pinholes even with all coefficients zero.
 _FISHEYE_MODELS = frozenset(
@@ -117,6 +118,24 @@ def check_options(downscale: float, background: Sequence[float]) -> Background:
     return bg  # type: ignore[return-value]
 
 
+def check_inside(path: Path, root: Path, *, source: Path, what: str) -> None:
+    """DatasetError unless `path` (symlinks resolved) lies inside the folder `root`.
+
+    Dataset files name the images to read; a name that leads elsewhere (`../x.png`, an
+    absolute path, a symlink pointing out) would let a downloaded dataset read any file the
+    user can. Loaders call this for every file a dataset names unless `allow_outside=True`."""
+    real, base = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    if real.is_relative_to(base):
+        return
+    lexical = Path(os.path.normpath(path)).is_relative_to(os.path.normpath(root))
+    how = f" (through a symlink, to {real})" if lexical else ""
+    raise DatasetError(
+        source,
+        f"{what} {path} lies outside the dataset folder {root}{how}; refusing to read it. "
+        "If you trust this dataset, pass allow_outside=True (CLI: --allow-outside)",
+    )
+
+
 def keep_existing(items: list[T], path_of: Callable[[T], Path], source: Path, what: str) -> list[T]:
     """Drop items whose image file is missing, with ONE warning; all missing is an error."""
     present = [path_of(item).is_file() for item in items]
@@ -124,7 +143,7 @@ def keep_existing(items: list[T], path_of: Callable[[T], Path], source: Path, wh
         return items
     missing = [path_of(item) for item, ok in zip(items, present, strict=True) if not ok]
     if not any(present):
-        raise SceneFormatError(
+        raise DatasetError(
             source, f"none of the {len(items)} image files exist (first: {missing[0]})"
         )
     first = ", ".join(str(p) for p in missing[:3])
@@ -182,8 +201,13 @@ class Dataset:
         down, or images stored below the calibration's resolution): the returned camera is
         the calibrated one scaled to the file's size, so it can differ from `cameras[i]`;
         images are never upsampled;
-      - anything else (aspect ratio differs): `SceneFormatError` naming the file.
+      - anything else (aspect ratio differs): `DatasetError` naming the file.
     With an integer `downscale=n`, `images_<n>/` next to the image folder is preferred per file.
+
+    Containment: the loaders refuse image paths that lead outside the dataset folder (`..`,
+    absolute paths, symlinks pointing out) with a `DatasetError`, and the dataset refuses
+    pre-downscaled copies and per-view maps outside the folder holding the image folders;
+    `allow_outside=True` lifts both for datasets you trust.
     """
 
     def __init__(
@@ -194,8 +218,10 @@ class Dataset:
         downscale: float = 1,
         background: Sequence[float] = (1.0, 1.0, 1.0),
         points: Callable[[], tuple[Tensor, Tensor] | None] | None = None,
+        allow_outside: bool = False,
     ) -> None:
         self._background = check_options(downscale, background)
+        self._allow_outside = bool(allow_outside)
         self._views = list(views)
         self._downscale = float(downscale)
         self._factor = _integer_factor(downscale)
@@ -224,7 +250,7 @@ class Dataset:
                 try:
                     new = _undistort.undistorted_camera(cam, lens)
                 except ValueError as e:
-                    raise SceneFormatError(self.root, f"view {cam.name!r}: {e}") from e
+                    raise DatasetError(self.root, f"view {cam.name!r}: {e}") from e
                 found[key] = (new.K, new.width, new.height)
             K, w, h = found[key]
             pinholes.append(Camera(K, cam.viewmat, w, h, cam.name))
@@ -232,7 +258,16 @@ class Dataset:
 
     def _pick_image(self, ref: ImageRef) -> Path:
         small = ref.downscaled(self._factor)
-        return small if small is not None and small.is_file() else ref.path
+        if small is None or not small.is_file():
+            return ref.path
+        self._check_derived(small, ref, "pre-downscaled image")
+        return small
+
+    def _check_derived(self, path: Path, ref: ImageRef, what: str) -> None:
+        """Files found next to a view's image (`images_<n>/`, per-view maps) must stay inside
+        the folder that holds the image folders, as the image itself must."""
+        if not self._allow_outside:
+            check_inside(path, ref.base, source=path, what=what)
 
     # ------------------------------------------------------------------ sequence of views
     def __len__(self) -> int:
@@ -332,6 +367,12 @@ class Dataset:
         return self._downscale
 
     @property
+    def allow_outside(self) -> bool:
+        """Whether files outside the dataset folder may be read (what the loader was given);
+        pass it on when reloading the dataset (e.g. at another downscale)."""
+        return self._allow_outside
+
+    @property
     def background(self) -> Background:
         return self._background
 
@@ -384,7 +425,7 @@ class Dataset:
         calibrated = self._views[i].camera
         h, w = values.shape
         if not _images.is_uniform_rescale(calibrated.width, calibrated.height, w, h):
-            raise SceneFormatError(
+            raise DatasetError(
                 path,
                 f"map is {w}x{h} but the view's camera is {calibrated.width}x{calibrated.height}",
             )
@@ -398,8 +439,10 @@ class Dataset:
         return _images.to_tensor(values)
 
     def _map_path(self, name: str, i: int) -> Path | None:
-        for path in self._views[i].image.map_candidates(name, self._factor):
+        ref = self._views[i].image
+        for path in ref.map_candidates(name, self._factor):
             if path.is_file():
+                self._check_derived(path, ref, f"{name!r} map")
                 return path
         return None
 
@@ -419,6 +462,7 @@ class Dataset:
             downscale=self._downscale,
             background=self._background,
             points=self._points,
+            allow_outside=self._allow_outside,
         )
         sub._maps = self._maps
         return sub

@@ -5,6 +5,7 @@ should match."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..camera import Camera
-from ..errors import SceneFormatError
+from ._errors import DatasetError
 
 # Modes whose pixels are 16-bit (or wider) integers: 16-bit PNGs decode to one of these,
 # depending on the Pillow version.
@@ -21,12 +22,23 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 def _open(path: Path) -> Image.Image:
+    """`Image.open` (header only) with PIL's decompression-bomb guard made strict: images over
+    `PIL.Image.MAX_IMAGE_PIXELS` (89.5M pixels by default; PIL only warns up to twice that)
+    are refused with a `DatasetError` before any pixel is decoded."""
     try:
-        return Image.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(path)
     except (FileNotFoundError, PermissionError):
         raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise DatasetError(
+            path,
+            f"image is too large to decode safely ({e}); if it is genuine, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS before loading the dataset",
+        ) from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise SceneFormatError(path, f"cannot decode image: {e}") from e
+        raise DatasetError(path, f"cannot decode image: {e}") from e
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -41,8 +53,8 @@ def read_rgb(path: Path, background: tuple[float, float, float]) -> np.ndarray:
         try:
             im.load()
             return _to_rgb(im, background)
-        except (OSError, SyntaxError, ValueError) as e:
-            raise SceneFormatError(path, f"cannot decode image: {e}") from e
+        except (OSError, SyntaxError, ValueError, MemoryError) as e:
+            raise DatasetError(path, f"cannot decode image: {str(e) or type(e).__name__}") from e
 
 
 def read_rgba(path: Path) -> np.ndarray:
@@ -54,8 +66,8 @@ def read_rgba(path: Path) -> np.ndarray:
             if _has_alpha(im):
                 return np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
             rgb = _to_rgb(im, (0.0, 0.0, 0.0))
-        except (OSError, SyntaxError, ValueError) as e:
-            raise SceneFormatError(path, f"cannot decode image: {e}") from e
+        except (OSError, SyntaxError, ValueError, MemoryError) as e:
+            raise DatasetError(path, f"cannot decode image: {str(e) or type(e).__name__}") from e
     return np.concatenate([rgb, np.ones_like(rgb[..., :1])], axis=-1)
 
 
@@ -113,9 +125,9 @@ def read_map(path: Path) -> np.ndarray:
                 rgb = np.asarray(im)
                 if (rgb == rgb[..., :1]).all():
                     return rgb[..., 0].astype(np.int64)
-        except (OSError, SyntaxError, ValueError) as e:
-            raise SceneFormatError(path, f"cannot decode map: {e}") from e
-        raise SceneFormatError(path, f"expected a single-channel map, got image mode {im.mode!r}")
+        except (OSError, SyntaxError, ValueError, MemoryError) as e:
+            raise DatasetError(path, f"cannot decode map: {str(e) or type(e).__name__}") from e
+        raise DatasetError(path, f"expected a single-channel map, got image mode {im.mode!r}")
 
 
 def resize_nearest(values: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -153,7 +165,7 @@ def fit_camera(calibrated: Camera, nominal: Camera, file_w: int, file_h: int, pa
     `calibrated` is the camera as stored in the dataset file, `nominal` the one the caller asked
     for (calibrated / downscale). Rules:
       - file size == nominal size: `nominal`.
-      - the file is not a uniform rescale of the calibrated size: SceneFormatError.
+      - the file is not a uniform rescale of the calibrated size: DatasetError.
       - the file is at least the nominal size: `nominal` (the image is area-downsampled to it).
       - the file is smaller (pre-downscaled folder rounded down, or images stored below the
         calibration's resolution): the calibrated camera scaled to the file's size; images are
@@ -168,9 +180,9 @@ def fit_camera(calibrated: Camera, nominal: Camera, file_w: int, file_h: int, pa
 
 
 def check_rescale(calibrated: Camera, file_w: int, file_h: int, path: Path) -> None:
-    """SceneFormatError unless a `file_w x file_h` file is the calibrated picture rescaled."""
+    """DatasetError unless a `file_w x file_h` file is the calibrated picture rescaled."""
     if not is_uniform_rescale(calibrated.width, calibrated.height, file_w, file_h):
-        raise SceneFormatError(
+        raise DatasetError(
             path,
             f"image is {file_w}x{file_h} but its camera is {calibrated.width}x{calibrated.height}, "
             "which is not a uniform rescale; the intrinsics do not belong to this image",

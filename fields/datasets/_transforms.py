@@ -25,17 +25,18 @@ import numpy as np
 import torch
 
 from ..camera import Camera
-from ..errors import SceneFormatError
 from . import _images
 from ._dataset import (
     Dataset,
     Distortion,
     ImageRef,
     View,
+    check_inside,
     check_options,
     keep_existing,
     warn_distortion,
 )
+from ._errors import DatasetError
 
 _INTRINSIC_KEYS = (
     "fl_x",
@@ -95,14 +96,14 @@ def read_json(path: Path) -> dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             meta = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SceneFormatError(path, f"invalid JSON: {e}") from e
+        raise DatasetError(path, f"invalid JSON: {e}") from e
     if not isinstance(meta, dict):
-        raise SceneFormatError(path, f"expected a JSON object, got {type(meta).__name__}")
+        raise DatasetError(path, f"expected a JSON object, got {type(meta).__name__}")
     frames = meta.get("frames")
     if not isinstance(frames, list):
-        raise SceneFormatError(path, "missing 'frames' list")
+        raise DatasetError(path, "missing 'frames' list")
     if not frames:
-        raise SceneFormatError(path, "'frames' is empty")
+        raise DatasetError(path, "'frames' is empty")
     return meta
 
 
@@ -121,8 +122,11 @@ def _image_ref(root: Path, file_path: str) -> tuple[ImageRef, str]:
     return ImageRef(full.parent.parent, full.parent.name, full.name), full.as_posix()
 
 
-def read_frames(path: Path, split: str | None = None) -> list[Frame]:
-    """Parse a transforms file into frames; `split` tags them all (Blender's per-split files)."""
+def read_frames(
+    path: Path, split: str | None = None, *, allow_outside: bool = False
+) -> list[Frame]:
+    """Parse a transforms file into frames; `split` tags them all (Blender's per-split files).
+    Image paths must resolve inside the file's folder unless `allow_outside`."""
     meta = read_json(path)
     root = path.parent.absolute()
     top = {k: meta[k] for k in (*_INTRINSIC_KEYS, *_DISTORTION_KEYS) if k in meta}
@@ -133,7 +137,7 @@ def read_frames(path: Path, split: str | None = None) -> list[Frame]:
         if listed is None:
             continue
         if not isinstance(listed, list) or not all(isinstance(x, str) for x in listed):
-            raise SceneFormatError(path, f"'{name}_filenames' must be a list of file paths")
+            raise DatasetError(path, f"'{name}_filenames' must be a list of file paths")
         for file_path in listed:
             split_of[_image_ref(root, file_path)[0].path] = name
 
@@ -141,14 +145,16 @@ def read_frames(path: Path, split: str | None = None) -> list[Frame]:
     for index, frame in enumerate(meta["frames"]):
         where = f"frames[{index}]"
         if not isinstance(frame, dict):
-            raise SceneFormatError(path, f"{where} is not an object")
+            raise DatasetError(path, f"{where} is not an object")
         file_path = frame.get("file_path")
         if not isinstance(file_path, str) or not file_path:
-            raise SceneFormatError(path, f"{where}: missing 'file_path'")
+            raise DatasetError(path, f"{where}: missing 'file_path'")
         if "transform_matrix" not in frame:
-            raise SceneFormatError(path, f"{where} ({file_path}): missing 'transform_matrix'")
+            raise DatasetError(path, f"{where} ({file_path}): missing 'transform_matrix'")
         c2w = _matrix(frame["transform_matrix"], path, f"{where} ({file_path})")
         ref, name = _image_ref(root, file_path)
+        if not allow_outside:
+            check_inside(ref.path, root, source=path, what=f"{where}: file_path {file_path!r} ->")
         intrinsics = top | {
             k: frame[k] for k in (*_INTRINSIC_KEYS, *_DISTORTION_KEYS) if k in frame
         }
@@ -161,21 +167,21 @@ def _matrix(value: Any, path: Path, where: str) -> np.ndarray:
     try:
         M = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise SceneFormatError(path, f"{where}: transform_matrix is not a numeric matrix") from e
+        raise DatasetError(path, f"{where}: transform_matrix is not a numeric matrix") from e
     if M.shape not in ((4, 4), (3, 4)):
         shape = "x".join(map(str, M.shape)) or "()"
-        raise SceneFormatError(
+        raise DatasetError(
             path,
             f"{where}: transform_matrix has shape {shape}, expected 4x4 (or 3x4) camera-to-world",
         )
     if not np.isfinite(M).all():
-        raise SceneFormatError(path, f"{where}: transform_matrix is not finite")
+        raise DatasetError(path, f"{where}: transform_matrix is not finite")
     if M.shape == (4, 4) and not np.allclose(M[3], [0.0, 0.0, 0.0, 1.0], atol=1e-6):
-        raise SceneFormatError(
+        raise DatasetError(
             path, f"{where}: transform_matrix last row is {M[3].tolist()}, expected [0, 0, 0, 1]"
         )
     if abs(np.linalg.det(M[:3, :3])) < 1e-12:
-        raise SceneFormatError(path, f"{where}: transform_matrix rotation is singular")
+        raise DatasetError(path, f"{where}: transform_matrix rotation is singular")
     return M
 
 
@@ -183,9 +189,9 @@ def _number(m: dict[str, Any], key: str, frame: Frame, positive: bool = False) -
     try:
         value = float(m[key])
     except (TypeError, ValueError) as e:
-        raise SceneFormatError(frame.source, f"{frame.name}: '{key}' is not a number") from e
+        raise DatasetError(frame.source, f"{frame.name}: '{key}' is not a number") from e
     if not math.isfinite(value) or (positive and value <= 0):
-        raise SceneFormatError(frame.source, f"{frame.name}: bad '{key}' = {value}")
+        raise DatasetError(frame.source, f"{frame.name}: bad '{key}' = {value}")
     return value
 
 
@@ -195,7 +201,7 @@ def _focal(m: dict[str, Any], frame: Frame, fl: str, angle: str, size: int) -> f
     if angle in m:
         a = _number(m, angle, frame, positive=True)
         if a >= math.pi:
-            raise SceneFormatError(frame.source, f"{frame.name}: '{angle}' = {a} rad is not < pi")
+            raise DatasetError(frame.source, f"{frame.name}: '{angle}' = {a} rad is not < pi")
         return 0.5 * size / math.tan(0.5 * a)
     return None
 
@@ -210,7 +216,7 @@ def _distortion(m: dict[str, Any], frame: Frame) -> Distortion:
             model = "OPENCV" if any(v != 0.0 for v in coeffs.values()) else "PINHOLE"
     if not isinstance(model, str) or model not in _PERSPECTIVE_MODELS:
         kind = "non-perspective" if str(model) in _NON_PERSPECTIVE_MODELS else "unknown"
-        raise SceneFormatError(frame.source, f"{frame.name}: {kind} camera_model {model!r}")
+        raise DatasetError(frame.source, f"{frame.name}: {kind} camera_model {model!r}")
     return Distortion(model, coeffs)
 
 
@@ -224,7 +230,7 @@ def build_views(frames: list[Frame]) -> list[View]:
         if "w" in m and "h" in m:
             w, h = _number(m, "w", frame, True), _number(m, "h", frame, True)
             if not (w.is_integer() and h.is_integer()):
-                raise SceneFormatError(frame.source, f"{frame.name}: size {w}x{h} is not integer")
+                raise DatasetError(frame.source, f"{frame.name}: size {w}x{h} is not integer")
             width, height = int(w), int(h)
         else:
             if probed is None:
@@ -233,7 +239,7 @@ def build_views(frames: list[Frame]) -> list[View]:
         fx = _focal(m, frame, "fl_x", "camera_angle_x", width)
         fy = _focal(m, frame, "fl_y", "camera_angle_y", height)
         if fx is None and fy is None:
-            raise SceneFormatError(
+            raise DatasetError(
                 frame.source, f"{frame.name}: no focal length (fl_x/fl_y or camera_angle_x)"
             )
         fx = fy if fx is None else fx
@@ -248,10 +254,14 @@ def build_views(frames: list[Frame]) -> list[View]:
     return views
 
 
-def views_from_files(files: list[tuple[Path, str | None]]) -> list[View]:
+def views_from_files(
+    files: list[tuple[Path, str | None]], *, allow_outside: bool = False
+) -> list[View]:
     """Frames of several transforms files (with split tags) -> views, skipping frames whose
     image is missing with ONE warning for all files together."""
-    frames = [f for path, split in files for f in read_frames(path, split)]
+    frames = [
+        f for path, split in files for f in read_frames(path, split, allow_outside=allow_outside)
+    ]
     source = files[0][0] if len(files) == 1 else files[0][0].parent
     frames = keep_existing(frames, lambda f: f.image.path, source, "frames")
     views = build_views(frames)
@@ -264,29 +274,37 @@ def load_transforms(
     *,
     downscale: float = 1,
     background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    allow_outside: bool = False,
 ) -> Dataset:
     """A nerfstudio / instant-ngp `transforms.json` (the file, or the folder holding it).
 
     Frames keep their file order. Frames whose image file is missing are skipped with one
-    warning (all missing: SceneFormatError). Lens distortion is undistorted on load (see
+    warning (all missing: DatasetError). Lens distortion is undistorted on load (see
     `Dataset`). With an integer `downscale=n`, `images_<n>/`
-    next to the image folder is preferred (nerfstudio's convention)."""
+    next to the image folder is preferred (nerfstudio's convention).
+
+    Every file the json names (images, `ply_file_path`) must resolve inside its folder:
+    `../x.png`, absolute paths and symlinks pointing out raise `DatasetError` unless
+    `allow_outside=True`."""
     check_options(downscale, background)
     path = Path(path).absolute()
     json_path = path / "transforms.json" if path.is_dir() else path
     if not json_path.is_file():
         raise FileNotFoundError(f"no transforms file: {json_path}")
-    views = views_from_files([(json_path, None)])
+    views = views_from_files([(json_path, None)], allow_outside=allow_outside)
     return Dataset(
         views,
         root=json_path.parent,
         downscale=downscale,
         background=background,
-        points=_ply_points(json_path),
+        points=_ply_points(json_path, allow_outside),
+        allow_outside=allow_outside,
     )
 
 
-def _ply_points(json_path: Path) -> Callable[[], tuple[torch.Tensor, torch.Tensor] | None] | None:
+def _ply_points(
+    json_path: Path, allow_outside: bool = False
+) -> Callable[[], tuple[torch.Tensor, torch.Tensor] | None] | None:
     """The point cloud a nerfstudio `ply_file_path` names (same world frame as the poses), as a
     lazy loader of (xyz float32 [P,3], rgb uint8 [P,3]); None when the file names none."""
     try:
@@ -297,12 +315,14 @@ def _ply_points(json_path: Path) -> Callable[[], tuple[torch.Tensor, torch.Tenso
     if not isinstance(rel, str) or not rel:
         return None
     ply_path = json_path.parent / rel
+    if not allow_outside:
+        check_inside(ply_path, json_path.parent, source=json_path, what=f"ply_file_path {rel!r} ->")
 
     def load() -> tuple[torch.Tensor, torch.Tensor]:
         from ..formats import read_point_cloud
 
         if not ply_path.is_file():
-            raise SceneFormatError(json_path, f"ply_file_path {rel!r} does not exist")
+            raise DatasetError(json_path, f"ply_file_path {rel!r} does not exist")
         xyz, rgb = read_point_cloud(ply_path)
         return torch.from_numpy(xyz), torch.from_numpy(rgb)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 import numpy as np
 import torch
@@ -39,9 +41,14 @@ def rgb_to_dc(rgb: np.ndarray) -> np.ndarray:
 
 def require_finite(path: Path, **arrays: np.ndarray) -> None:
     for name, arr in arrays.items():
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            bad = int((~np.isfinite(arr)).reshape(arr.shape[0], -1).any(axis=1).sum())
-            fail(path, f"{name} has NaN or infinite values in {bad} Gaussian(s)")
+        if arr.dtype.kind != "f":
+            continue
+        # In row blocks: the boolean mask of a whole SH array would cost a quarter of it.
+        step = 1 << 16
+        if all(np.isfinite(arr[i : i + step]).all() for i in range(0, arr.shape[0], step)):
+            continue
+        bad = int((~np.isfinite(arr)).reshape(arr.shape[0], -1).any(axis=1).sum())
+        fail(path, f"{name} has NaN or infinite values in {bad} Gaussian(s)")
 
 
 def require_count(path: Path, n: int) -> None:
@@ -101,3 +108,63 @@ def flip_yz(
     quats = quats * np.array([1.0, 1.0, -1.0, -1.0], dtype=np.float32)  # wxyz: vector part turns
     sh = sh * _flip_yz_sh_signs()[: sh.shape[1], None]
     return means, quats, sh
+
+
+# Opening a FIFO for reading blocks until a writer appears, and a terminal may become the
+# controlling one: open without either, then refuse anything but a regular file.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def open_regular(path: Path) -> tuple[BinaryIO, int]:
+    """Open `path` for reading if it is a regular file (links followed): (file, size).
+
+    A FIFO, socket, device or folder raises `SceneFormatError` at once (never blocks); the
+    usual `OSError`s (`FileNotFoundError`, `PermissionError`) pass through."""
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            fail(path, f"not a regular file ({_kind(st.st_mode)}); scene files must be files")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb"), st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO / pipe"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_exactly(path: Path, f: BinaryIO, size: int) -> bytes:
+    """The first `size` bytes of `f` (from its start), failing if the file is shorter now."""
+    f.seek(0)
+    data = f.read(size)  # a buffered reader loops until `size` bytes or the end
+    if len(data) != size:
+        fail(path, f"the file ended after {len(data)} of {size} bytes (it changed while read?)")
+    return data
+
+
+def read_regular(path: Path, limit: int | None = None) -> bytes:
+    """All bytes of the regular file `path` (see `open_regular`), at most `limit` of them:
+    a larger file raises `SceneFormatError` before anything is read."""
+    f, size = open_regular(path)
+    with f:
+        if limit is not None and size > limit:
+            fail(path, f"the file holds {size} bytes, more than the {limit} allowed here")
+        return read_exactly(path, f, size)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 
 from ..scene import GaussianScene
 from ._common import build_scene, fail
-from ._plyfile import PlyData
+from ._plyfile import PlyData, Request
 from ._sidecar import DTYPE_NAMES, DTYPES, ExtraSpec, Sidecar
 
 _POSITION = ("x", "y", "z")
@@ -43,7 +44,7 @@ def read_inria(
     vertex = ply.header.element("vertex")
     if vertex is None:
         fail(path, "PLY file has no 'vertex' element")
-    if "vertex" not in ply.tables:
+    if not ply.has("vertex"):
         fail(path, "the 'vertex' element has list properties or follows one (unsupported)")
     types = ply.dtypes("vertex")
     missing = [p for p in _CORE if p not in types]
@@ -63,25 +64,6 @@ def read_inria(
             fail(path, f"property {name!r} has type {types[name]}, expected a float type")
 
     n = vertex.count
-    # In INRIA order the core properties (with the normals) are one evenly spaced block of
-    # floats, which numpy gathers as a view and copies in one pass.
-    wanted = {*_CORE, *rest, *(p for p in _NORMALS if p in types and types[p].kind == "f")}
-    order = [p for p in types if p in wanted]
-    core = ply.stack("vertex", order, np.float32)
-    at = {p: i for i, p in enumerate(order)}
-
-    def pick(names: tuple[str, ...] | list[str]) -> np.ndarray:
-        idx = [at[k] for k in names]
-        if idx == list(range(idx[0], idx[0] + len(idx))):
-            return core[:, idx[0] : idx[0] + len(idx)]  # the usual layout: a view, no copy
-        return core[:, idx]
-
-    m = len(rest) // 3
-    sh = np.empty((n, m + 1, 3), np.float32)
-    sh[:, 0, :] = pick(_DC)
-    if m:
-        sh[:, 1:, :] = pick(rest).reshape(n, 3, m).transpose(0, 2, 1)
-
     degree = _DEGREE_FROM_REST[len(rest)]
     used = {*_CORE, *rest, *_NORMALS}
     if sidecar is not None and not _sidecar_matches(sidecar, n, degree, types, used):
@@ -90,15 +72,33 @@ def read_inria(
             stacklevel=3,
         )
         sidecar = None
-    extras = _read_extras(ply, used, n, sidecar)
+
+    # Every property goes straight into its final array, in one streamed pass over the rows.
+    m = len(rest) // 3
+    means = np.empty((n, 3), np.float32)
+    quats = np.empty((n, 4), np.float32)
+    scales = np.empty((n, 3), np.float32)
+    opacities = np.empty(n, np.float32)
+    sh = np.empty((n, m + 1, 3), np.float32)
+    requests: list[Request] = [
+        (_POSITION, means),
+        (_ROT, quats),
+        (_SCALE, scales),
+        (("opacity",), opacities),
+        (_DC, sh[:, 0, :]),
+    ]
+    # f_rest_* is channel-major: all R coefficients, then G, then B.
+    requests += [(rest[c * m : (c + 1) * m], sh[:, 1:, c]) for c in range(3) if m]
+    extras, finish = _plan_extras(ply, used, n, sidecar)
+    ply.gather("vertex", requests + extras)
     return build_scene(
         path,
-        means=pick(_POSITION),
-        quats=pick(_ROT),
-        scales=pick(_SCALE),
-        opacities=core[:, at["opacity"]],
+        means=means,
+        quats=quats,
+        scales=scales,
+        opacities=opacities,
         sh=sh,
-        extras=extras,
+        extras=finish(),
         meta=sidecar.meta if sidecar is not None else None,
     )
 
@@ -109,20 +109,50 @@ def _sidecar_matches(sc: Sidecar, n: int, degree: int, types: dict, used: set[st
     return all(p in types and p not in used for e in sc.extras for p in e.properties)
 
 
-def _read_extras(
+def _plan_extras(
     ply: PlyData, used: set[str], n: int, sidecar: Sidecar | None
-) -> dict[str, torch.Tensor]:
-    extras: dict[str, torch.Tensor] = {}
+) -> tuple[list[Request], Callable[[], dict[str, torch.Tensor]]]:
+    """The gather requests for the extras, and how to turn the gathered arrays into tensors.
+
+    Sidecar extras are gathered in their own dtype when numpy has it (no second copy); any
+    property no sidecar describes becomes an inferred extra (see `_infer_extras`)."""
+    types = ply.dtypes("vertex")
+    requests: list[Request] = []
+    done: list[Callable[[], tuple[str, torch.Tensor]]] = []
     claimed = set(used)
     for spec in sidecar.extras if sidecar is not None else ():
         if spec.properties:
-            flat = ply.stack("vertex", spec.properties, None)
+            common = np.result_type(*[types[p] for p in spec.properties])
+            target = _numpy_dtype(spec.dtype)
+            buf = np.empty((n, len(spec.properties)), target if target is not None else common)
+            requests.append((spec.properties, buf))
         else:
-            flat = np.zeros((n, 0), np.float32)
-        extras[spec.name] = _restore(flat.reshape(n, *spec.shape), spec.dtype)
+            buf = np.zeros((n, 0), np.float32)
+        done.append(
+            lambda spec=spec, buf=buf: (
+                spec.name,
+                _restore(buf.reshape(n, *spec.shape), spec.dtype),
+            )
+        )
         claimed.update(spec.properties)
-    extras.update(_infer_extras(ply, claimed, taken=set(extras)))
-    return extras
+    taken = {spec.name for spec in (sidecar.extras if sidecar is not None else ())}
+    for name, props in _infer_extras(types, claimed, taken).items():
+        buf = np.empty((n, len(props)), np.result_type(*[types[p] for p in props]))
+        requests.append((props, buf))
+        grouped = name not in types  # `base` from base_0..base_C-1
+        done.append(lambda name=name, buf=buf, g=grouped: (name, _widen(buf if g else buf[:, 0])))
+
+    def finish() -> dict[str, torch.Tensor]:
+        return dict(f() for f in done)
+
+    return requests, finish
+
+
+def _numpy_dtype(dtype_name: str) -> np.dtype | None:
+    dtype = DTYPES[dtype_name]
+    if dtype in (torch.bool, torch.bfloat16):
+        return None  # gathered as stored, converted by `_restore`
+    return torch.empty(0, dtype=dtype).numpy().dtype
 
 
 def _restore(arr: np.ndarray, dtype_name: str) -> torch.Tensor:
@@ -133,13 +163,15 @@ def _restore(arr: np.ndarray, dtype_name: str) -> torch.Tensor:
         return torch.from_numpy(arr.astype(np.float32)).to(torch.bfloat16)
     with np.errstate(all="ignore"):
         np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
-        return torch.from_numpy(np.ascontiguousarray(arr.astype(np_dtype)))
+        return torch.from_numpy(np.ascontiguousarray(arr.astype(np_dtype, copy=False)))
 
 
-def _infer_extras(ply: PlyData, claimed: set[str], taken: set[str]) -> dict[str, torch.Tensor]:
-    """Extras from properties no sidecar describes: `base_0..base_{C-1}` (C >= 2, one dtype)
-    becomes one [N, C] extra named `base`; any other property becomes a [N] extra."""
-    types = ply.dtypes("vertex")
+def _infer_extras(
+    types: dict[str, np.dtype], claimed: set[str], taken: set[str]
+) -> dict[str, list[str]]:
+    """Extras from properties no sidecar describes, as name -> properties in file order:
+    `base_0..base_{C-1}` (C >= 2, one dtype) becomes one [N, C] extra named `base`; any other
+    property becomes a [N] extra."""
     free = [p for p in types if p not in claimed]
     groups: dict[str, dict[int, str]] = {}
     for p in free:
@@ -156,14 +188,13 @@ def _infer_extras(ply: PlyData, claimed: set[str], taken: set[str]) -> dict[str,
             and len({types[p] for p in props}) == 1
         ):
             grouped[props[0]] = props  # keyed by its first property, for file order
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, list[str]] = {}
     in_group = {p for props in grouped.values() for p in props}
     for p in free:
         if p in grouped:
-            base = _INDEXED.match(p).group(1)
-            out[base] = _widen(ply.stack("vertex", grouped[p], None))
+            out[_INDEXED.match(p).group(1)] = grouped[p]
         elif p not in in_group and p not in taken:
-            out[p] = _widen(ply.column("vertex", p))
+            out[p] = [p]
     return out
 
 

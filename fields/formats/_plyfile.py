@@ -1,10 +1,12 @@
 """The PLY container: a strict, bounded parser and a binary little-endian writer.
 
-Scene readers built on PLY (INRIA, PlayCanvas compressed) get each element as a structured numpy
-array (zero-copy over the file for binary PLY) and gather properties from it. Every size is checked against the bytes actually present before
-anything is allocated, so a header that declares 10^15 vertices fails at once instead of
-exhausting memory. Elements with list properties (mesh faces) are skipped in ASCII files; in
-binary files parsing stops there, and elements after them are reported as unread.
+Scene readers built on PLY (INRIA, PlayCanvas compressed) ask `PlyData.gather` for the
+properties they need, each into its final array; binary bodies are streamed from the file in
+chunks of a few MiB, so loading costs the final arrays plus one chunk (no whole-file buffer, no
+intermediate table). Every size is checked against the file size before anything is allocated,
+so a header that declares 10^15 vertices fails at once instead of exhausting memory. Elements
+with list properties (mesh faces) are skipped in ASCII files; in binary files parsing stops
+there, and elements after them are reported as unread.
 """
 
 from __future__ import annotations
@@ -89,32 +91,145 @@ class PlyHeader:
         return next((e for e in self.elements if e.name == name), None)
 
 
-@dataclass(frozen=True)
+# Rows per read when streaming a binary element: about this many bytes at a time.
+CHUNK_BYTES = 4 << 20
+
+# A request to `PlyData.gather`: property names and the [count, len(names)] (or [count] for one
+# name) array their values are written into, cast to its dtype. It may be a strided view.
+Request = tuple[Sequence[str], np.ndarray]
+
+
+class _Bytes:
+    """Random access to the PLY body: the whole file in memory, or an open seekable file."""
+
+    def __init__(self, path: Path, data: bytes | None = None, f: BinaryIO | None = None):
+        self.path, self.data, self.f = path, data, f
+
+    def read_into(self, offset: int, buf: memoryview) -> None:
+        if self.data is not None:
+            part = memoryview(self.data)[offset : offset + len(buf)]
+            got = len(part)
+            buf[:got] = part
+        else:
+            assert self.f is not None
+            self.f.seek(offset)
+            got = 0
+            while got < len(buf):
+                k = self.f.readinto(buf[got:])
+                if not k:
+                    break
+                got += k
+        if got != len(buf):
+            fail(self.path, "the file ended early (it changed while being read?)")
+
+
 class PlyData:
-    header: PlyHeader
-    tables: dict[str, np.ndarray]  # element -> structured rows in file byte order (no lists)
-    unread: tuple[str, ...]  # elements that follow a binary list element and were not parsed
+    """A parsed PLY header plus access to its elements' rows.
+
+    Binary elements are not held in memory: `gather` streams an element's rows in chunks of
+    about `CHUNK_BYTES` straight into the caller's final arrays, so reading costs those arrays
+    plus one chunk. ASCII bodies are parsed whole (they are small in practice)."""
+
+    def __init__(
+        self,
+        path: Path,
+        header: PlyHeader,
+        source: _Bytes | None,
+        offsets: dict[str, int],
+        tables: dict[str, np.ndarray],
+        unread: tuple[str, ...],
+    ):
+        self.path = path
+        self.header = header
+        self.unread = unread  # elements that follow a binary list element and were not parsed
+        self._source = source
+        self._offsets = offsets  # binary: element -> byte offset of its first row
+        self._tables = tables  # ASCII: element -> structured rows in memory
+
+    def has(self, element: str) -> bool:
+        """Whether `element` was parsed (it exists, has no list properties, precedes any)."""
+        return element in self._offsets or element in self._tables
+
+    def _row(self, element: str) -> np.dtype:
+        if element in self._tables:
+            return self._tables[element].dtype
+        el = self.header.element(element)
+        assert el is not None
+        order = _FORMATS[self.header.format]
+        return np.dtype([(p.name, p.dtype.newbyteorder(order)) for p in el.properties])
 
     def dtypes(self, element: str) -> dict[str, np.dtype]:
         """Property name -> native dtype of a parsed element, in file order."""
-        fields = self.tables[element].dtype.fields or {}
+        fields = self._row(element).fields or {}
         return {k: v[0].newbyteorder("=") for k, v in fields.items()}
 
-    def column(self, element: str, name: str) -> np.ndarray:
-        """One property as a fresh, native-order [count] array of its own type."""
-        table = self.tables[element]
-        return np.array(table[name], dtype=table.dtype[name].newbyteorder("="))
+    def gather(self, element: str, requests: Sequence[Request]) -> None:
+        """Fill each request's array with its properties, in one pass over the element's rows.
+
+        Values are cast to the destination's dtype (float overflow gives inf: callers check
+        finiteness)."""
+        el = self.header.element(element)
+        if el is None or not self.has(element):
+            raise KeyError(element)
+        if not requests or el.count == 0:
+            return
+        row = self._row(element)
+        names = list(row.names or ())
+        plan = []
+        for props, out in requests:
+            out2 = out[:, None] if out.ndim == 1 else out
+            if out2.shape != (el.count, len(props)):
+                raise ValueError(f"gather into {out.shape} for {el.count} rows of {len(props)}")
+            idx = [names.index(p) for p in props]
+            cols: slice | list[int] = idx
+            if idx and idx == list(range(idx[0], idx[0] + len(idx))):
+                cols = slice(idx[0], idx[0] + len(idx))
+            plan.append((list(props), out2, cols))
+        with np.errstate(all="ignore"):
+            if element in self._tables:
+                table = self._tables[element]
+                for props, out, _ in plan:
+                    for j, p in enumerate(props):
+                        out[:, j] = table[p]
+                return
+            self._stream(el, row, plan)
+
+    def _stream(self, el: PlyElement, row: np.dtype, plan: list) -> None:
+        assert self._source is not None
+        kinds = {row.fields[n][0] for n in row.names} if row.names else set()
+        same = kinds.pop() if len(kinds) == 1 else None  # every property of one type
+        step = max(1, CHUNK_BYTES // max(row.itemsize, 1))
+        buf = bytearray(min(step, el.count) * row.itemsize)
+        base = self._offsets[el.name]
+        for start in range(0, el.count, step):
+            k = min(step, el.count - start)
+            view = memoryview(buf)[: k * row.itemsize]
+            self._source.read_into(base + start * row.itemsize, view)
+            if same is not None:
+                block = np.frombuffer(buf, dtype=same, count=k * len(row.names)).reshape(k, -1)
+                for _, out, cols in plan:
+                    out[start : start + k] = block[:, cols]
+            else:
+                rows = np.frombuffer(buf, dtype=row, count=k)
+                for props, out, _ in plan:
+                    for j, p in enumerate(props):
+                        out[start : start + k, j] = rows[p]
 
     def stack(
         self, element: str, names: Sequence[str], dtype: np.dtype | type | None
     ) -> np.ndarray:
-        """Properties side by side as a fresh C-contiguous [count, len(names)] array.
+        """Properties side by side as a fresh C-contiguous [count, len(names)] array
+        (`dtype=None`: the properties' common type)."""
+        types = self.dtypes(element)
+        if dtype is None:
+            dtype = np.result_type(*[types[n] for n in names]) if names else np.float32
+        out = np.empty((self.header.element(element).count, len(names)), dtype)
+        self.gather(element, [(names, out)])
+        return out
 
-        One pass over the rows (a multi-field view), far faster than gathering each strided
-        column of a wide binary table. `dtype=None` keeps the properties' common type."""
-        flat = structured_to_unstructured(self.tables[element][list(names)])
-        with np.errstate(over="ignore"):  # e.g. float64 beyond float32: inf, caught by the caller
-            return np.array(flat, dtype=flat.dtype.newbyteorder("=") if dtype is None else dtype)
+    def column(self, element: str, name: str) -> np.ndarray:
+        """One property as a fresh [count] array of its own type."""
+        return self.stack(element, [name], self.dtypes(element)[name])[:, 0]
 
 
 def is_ply(data: bytes) -> bool:
@@ -184,44 +299,57 @@ def parse_header(path: Path, data: bytes) -> PlyHeader:
 
 def read_ply(path: Path, data: bytes) -> PlyData:
     """Parse a whole PLY file held in memory. Raises `SceneFormatError` for anything malformed."""
-    header = parse_header(path, data)
+    return _open(path, data[: _MAX_HEADER + 64], len(data), _Bytes(path, data=data))
+
+
+def open_ply(path: Path, f: BinaryIO, size: int) -> PlyData:
+    """Parse the header of the PLY file open in `f` (seekable, `size` bytes long); binary
+    elements are read from `f` later, by `PlyData.gather`, so keep it open until then."""
+    f.seek(0)
+    head = f.read(min(size, _MAX_HEADER + 64))
+    return _open(path, head, size, _Bytes(path, f=f))
+
+
+def _open(path: Path, head: bytes, size: int, source: _Bytes) -> PlyData:
+    header = parse_header(path, head)
     if header.format == "ascii":
+        data = source.data
+        if data is None:
+            buf = bytearray(size)
+            source.read_into(0, memoryview(buf))
+            data = bytes(buf)
         tables, unread = _read_ascii(path, header, data)
-    else:
-        tables, unread = _read_binary(path, header, data, _FORMATS[header.format])
-    return PlyData(header, tables, unread)
+        return PlyData(path, header, None, {}, tables, unread)
+    offsets, unread = _layout(path, header, size)
+    return PlyData(path, header, source, offsets, {}, unread)
 
 
-def _read_binary(
-    path: Path, header: PlyHeader, data: bytes, order: str
-) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
-    tables: dict[str, np.ndarray] = {}
+def _layout(path: Path, header: PlyHeader, size: int) -> tuple[dict[str, int], tuple[str, ...]]:
+    """Where each binary element starts, checked against the file size before any reading."""
+    offsets: dict[str, int] = {}
     offset = header.body_offset
     for i, el in enumerate(header.elements):
         if el.has_lists:
             # Rows have variable size; stop here rather than walk them one by one.
-            return tables, tuple(e.name for e in header.elements[i:])
-        row = np.dtype([(p.name, p.dtype.newbyteorder(order)) for p in el.properties])
-        nbytes = el.count * row.itemsize
-        left = len(data) - offset
+            return offsets, tuple(e.name for e in header.elements[i:])
+        itemsize = sum(p.dtype.itemsize for p in el.properties)
+        nbytes = el.count * itemsize
+        left = size - offset
         if nbytes > left:
             fail(
                 path,
-                f"element {el.name!r} declares {el.count} rows of {row.itemsize} bytes "
+                f"element {el.name!r} declares {el.count} rows of {itemsize} bytes "
                 f"({nbytes} bytes) but only {left} bytes remain: truncated file or wrong count",
             )
-        if row.itemsize == 0:
-            tables[el.name] = np.zeros(0, row)  # no properties: nothing to hold
-        else:
-            tables[el.name] = np.frombuffer(data, dtype=row, count=el.count, offset=offset)
+        offsets[el.name] = offset
         offset += nbytes
-    if offset != len(data):
+    if offset != size:
         fail(
             path,
-            f"{len(data) - offset} bytes follow the last PLY element: the header counts do not "
+            f"{size - offset} bytes follow the last PLY element: the header counts do not "
             "match the data",
         )
-    return tables, ()
+    return offsets, ()
 
 
 def _read_ascii(

@@ -77,7 +77,7 @@ def test_sh_degree_and_spz_input(world, tmp_path, capsys):
     assert _convert(up, down, "--sh-degree", "0") == 0
     capsys.readouterr()
     assert load_scene(down).sh_degree == 0
-    # .spz (read only) -> .ply: the same Gaussians as reading the .spz.
+    # .spz -> .ply: the same Gaussians as reading the .spz.
     streams, _ = spz_sample(degree=1, n=4)
     spz = tmp_path / "a.spz"
     spz.write_bytes(gzip.compress(spz_header(3, 4, 1) + b"".join(streams)))
@@ -94,7 +94,7 @@ def test_refusals_are_clear_and_touch_nothing(world, tmp_path, capsys):
         assert words in err, err
 
     refused([tmp_path / "a.xyz", tmp_path / "b.ply"], "unknown extension '.xyz'")
-    refused([world, tmp_path / "b.spz"], "unknown extension '.spz'")  # .spz is read-only
+    refused([world, tmp_path / "b.ksplat"], "unknown extension '.ksplat'")  # read-only format
     refused([world, tmp_path / "b"], "unknown extension '(none)'")
     refused([world, world, "--overwrite"], "same file")
     refused([tmp_path / "missing.ply", tmp_path / "b.ply"], "no such scene")

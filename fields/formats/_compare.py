@@ -1,0 +1,87 @@
+"""How far a scene read back from a (quantising) file is from the scene that was written.
+
+`scene_errors(reference, other)` pairs the Gaussians of two scenes of the same count (in order
+when the files kept it, else each of `other`'s to the nearest `reference` mean: compressed PLY
+and SOG writers may reorder) and reports the largest error per attribute, in the units a user
+reads: scene units for positions, natural log for scales, degrees for rotations, [0, 1] for
+opacity and colour, SH coefficients for the higher bands. The format tests and the format
+benchmark report these numbers; each format has its own quantisation budget.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..scene import GaussianScene, sh_to_rgb
+
+ATTRIBUTES = ("means", "log_scales", "rotation_deg", "opacity", "color", "sh_rest")
+
+
+def _keys(scene: GaussianScene, extent: float) -> np.ndarray:
+    """[N,10] pairing keys: position (by extent) first, then colour, opacity and scale with small
+    weights, so Gaussians that share a position (they exist) are told apart by what they look
+    like, while quantisation noise (far below these weights) never changes a pair."""
+    return torch.cat(
+        [
+            scene.means.double() / max(extent, 1e-12),
+            0.01 * sh_to_rgb(scene.sh[:, 0]).double(),
+            0.01 * scene.activated_opacities().double()[:, None],
+            0.002 * scene.scales.double(),
+        ],
+        dim=1,
+    ).numpy()
+
+
+def _pairing(ref: GaussianScene, other: GaussianScene, extent: float) -> tuple[np.ndarray, str]:
+    """Index into `ref` for each Gaussian of `other`: identity when the order was kept."""
+    n = len(ref)
+    same = (ref.means.double() - other.means.double()).abs().amax(dim=1)
+    if n == 0 or float(same.median()) <= 1e-3 * max(extent, 1e-12):
+        return np.arange(n), "index"
+    from scipy.spatial import cKDTree
+
+    _, idx = cKDTree(_keys(ref, extent)).query(_keys(other, extent), k=1)
+    return np.asarray(idx, dtype=np.int64), "nearest"
+
+
+def scene_errors(reference: GaussianScene, other: GaussianScene) -> dict[str, float | str | int]:
+    """Largest per-attribute errors of `other` against `reference` (same count; see module doc).
+
+    Keys: `means` (scene units), `log_scales`, `rotation_deg` (angle between the rotations),
+    `opacity` and `color` (activated, [0, 1]), `sh_rest` (bands both scenes have; 0 when either
+    has degree 0), `extent` (the reference's largest bounding-box side, to read `means` against),
+    `matched` ("index" or "nearest") and `count`. Raises `ValueError` when the counts differ."""
+    if len(reference) != len(other):
+        raise ValueError(
+            f"the scenes hold {len(reference)} and {len(other)} Gaussians: nothing to compare"
+        )
+    ref = reference.detach().to("cpu")
+    oth = other.detach().to("cpu")
+    extent = float((ref.means.amax(0) - ref.means.amin(0)).max()) if len(ref) else 0.0
+    idx, matched = _pairing(ref, oth, extent)
+    pick = torch.from_numpy(idx)
+
+    def worst(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a[pick].double() - b.double()).abs().max()) if len(b) else 0.0
+
+    qa = ref.normalized_quats[pick].double()
+    qb = oth.normalized_quats.double()
+    qb = qb * torch.where((qa * qb).sum(-1, keepdim=True) < 0, -1.0, 1.0)  # q and -q: one turn
+    half = torch.atan2((qa - qb).norm(dim=-1), (qa + qb).norm(dim=-1))  # stable near 0
+    rot = float(torch.rad2deg(4 * half).max()) if len(qb) else 0.0
+    k = min(ref.sh.shape[1], oth.sh.shape[1])
+    sh_rest = worst(ref.sh[:, 1:k], oth.sh[:, 1:k]) if k > 1 else 0.0
+    return {
+        "means": worst(ref.means, oth.means),
+        "log_scales": worst(ref.scales, oth.scales),
+        "rotation_deg": rot if math.isfinite(rot) else float("inf"),
+        "opacity": worst(ref.activated_opacities(), oth.activated_opacities()),
+        "color": worst(sh_to_rgb(ref.sh[:, 0]), sh_to_rgb(oth.sh[:, 0])),
+        "sh_rest": sh_rest,
+        "extent": extent,
+        "matched": matched,
+        "count": len(ref),
+    }
