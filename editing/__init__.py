@@ -1,7 +1,8 @@
 """Editing: pure ops on selections of Gaussians, model-free selection, undo/redo history,
 grasp candidates (`editing.grasp`), SDS/DDS score distillation (`editing.score_distillation`),
 text edits of a selection (and of a NeRF inside a region, `nerf_text_edit`), object insertion
-and semantics that survive edits (`editing.semantics`).
+and semantics that survive edits (`editing.semantics`); project files with autosave and
+crash recovery (`editing.project`).
 
 `editing` imports `fields` and never `app`; diffusers and transformers load only when a model
 is loaded.
@@ -35,6 +36,21 @@ from .insertion import (
     text_to_3d,
 )
 from .ops import check_mask, delete, duplicate, isolate, pivot_transform, recolor, transform, unhide
+from .project import (
+    PROJECT_SUFFIX,
+    Autosaver,
+    Bookmark,
+    Project,
+    ProjectFormatError,
+    Recovery,
+    discard_recovery,
+    find_recovery,
+    is_project,
+    load_project,
+    recovery_dir,
+    recovery_path,
+    save_project,
+)
 from .score_distillation import (
     DistillationConfig,
     ScoreDistiller,
@@ -55,6 +71,9 @@ from .selection import (
 from .text_edit import TextEditConfig, edit_views, sample_edit_views, text_edit
 
 __all__ = [
+    "PROJECT_SUFFIX",
+    "Autosaver",
+    "Bookmark",
     "DistillationConfig",
     "Grasp",
     "GraspConfig",
@@ -63,6 +82,9 @@ __all__ = [
     "History",
     "NerfEditConfig",
     "Placement",
+    "Project",
+    "ProjectFormatError",
+    "Recovery",
     "ScoreDistiller",
     "SupportPlane",
     "TextEditConfig",
@@ -70,18 +92,22 @@ __all__ = [
     "check_mask",
     "combine",
     "delete",
+    "discard_recovery",
     "duplicate",
     "edit_views",
     "find_free_spot",
+    "find_recovery",
     "fit_support_plane",
     "footprint",
     "grasps_to_json",
     "gripper_mesh",
     "grow",
     "insert_object",
+    "is_project",
     "isolate",
     "load_asset",
     "load_distiller",
+    "load_project",
     "make_tiny_pipeline",
     "nerf_edit_views",
     "nerf_region",
@@ -94,8 +120,11 @@ __all__ = [
     "plan_grasps",
     "ray_hits",
     "recolor",
+    "recovery_dir",
+    "recovery_path",
     "sample_edit_views",
     "save_grasps",
+    "save_project",
     "select_box",
     "select_rect",
     "select_sphere",

@@ -68,6 +68,52 @@ class History:
         with self._lock:
             return self._index < len(self._steps) - 1
 
+    @property
+    def max_bytes(self) -> int:
+        """Byte budget of the states (shared tensors counted once)."""
+        return self._max_bytes
+
+    def states(self) -> list[tuple[str, GaussianScene]]:
+        """Every state as (step name, scene), oldest first; `index` is the current one."""
+        with self._lock:
+            return [(s.name, s.scene) for s in self._steps]
+
+    def copy(self) -> History:
+        """An independent history with the same states, index and budget (tensors are shared,
+        scenes being immutable); later edits to either do not touch the other. No callbacks."""
+        with self._lock:
+            return History.from_states(self.states(), self._index, max_bytes=self._max_bytes)
+
+    @classmethod
+    def from_states(
+        cls,
+        states: list[tuple[str, GaussianScene]],
+        index: int | None = None,
+        *,
+        max_bytes: int = 2**31,
+    ) -> History:
+        """A history over `states` (oldest first) whose current state is `states[index]`
+        (default: the last). The budget applies as after `apply`: the oldest states go while it
+        is exceeded, never the current one."""
+        states = list(states)
+        if not states:
+            raise ValueError("History.from_states needs at least one state")
+        for name, scene in states:
+            if not isinstance(scene, GaussianScene):
+                raise TypeError(
+                    f"History.from_states: state {name!r} is a {type(scene).__name__}, "
+                    "not a GaussianScene"
+                )
+        index = len(states) - 1 if index is None else int(index)
+        if not 0 <= index < len(states):
+            raise IndexError(f"index {index} out of range for {len(states)} states")
+        history = cls(states[0][1], max_bytes=max_bytes, name=str(states[0][0]))
+        with history._lock:
+            history._steps = [_Step(str(name), scene) for name, scene in states]
+            history._index = index
+            history._enforce_budget()
+        return history
+
     def on_change(self, callback: Callable[[History], None]) -> None:
         """Call `callback(history)` after every apply/undo/redo (outside the lock)."""
         with self._lock:

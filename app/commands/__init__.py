@@ -14,6 +14,7 @@ from . import (
     objects,
     query,
     render,
+    save_project,
     train,
     view,
 )
@@ -30,6 +31,7 @@ COMMANDS = {
     "train": train,
     "eval": evaluate,
     "convert": convert,
+    "save-project": save_project,
     "grasp": grasp,
     "edit": edit,
     "insert": insert,

@@ -3,7 +3,14 @@ the server), with selection, reversible edits, save/export and overlays; a NeRF 
 renders on the server and streams into the page (low resolution while the camera moves, refined
 when it rests), with depth and relevancy overlays and "Convert to Gaussians". Serves on
 127.0.0.1 only unless --host says otherwise; no public share link unless --share. Paths typed in
-the GUI are confined to the current working directory."""
+the GUI are confined to the current working directory.
+
+A project file (`SCENE.scenelab`, written by the File panel's "Save project" or `scenelab
+save-project`) reopens the whole session: history (undo works), selections, named selections,
+feature field, grasps, camera bookmarks, up axis and display settings. The viewer autosaves the
+session to a recovery folder ($SCENELAB_RECOVERY_DIR, default ~/.local/state/scenelab/recovery;
+never next to your files) every few edits or seconds; after a crash the next `scenelab view` of
+the same file offers to restore it (--recover)."""
 
 from __future__ import annotations
 
@@ -14,6 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ._dataset_args import add_allow_outside
 
 HELP = "open a scene in the browser viewer (select, edit, save)"
 
@@ -134,7 +143,10 @@ def default_threads() -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "scene", type=Path, help="scene file (.ply, compressed .ply, .splat, .spz, or a .nerf)"
+        "scene",
+        type=Path,
+        help="scene file (.ply, compressed .ply, .splat, .spz, .sog, .ksplat), a project "
+        "(.scenelab) or a NeRF (.nerf)",
     )
     p.add_argument(
         "--data",
@@ -143,8 +155,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="dataset (COLMAP, transforms.json, Blender) for cameras, distilling features and "
         "the Train folder (train a scene from its photos while watching it)",
     )
+    add_allow_outside(p)
     add_server_arguments(p)
     add_feature_arguments(p)
+    add_autosave_arguments(p)
+
+
+def add_autosave_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--autosave-edits",
+        type=int,
+        default=5,
+        metavar="N",
+        help="autosave the session to the recovery folder after this many unsaved edits",
+    )
+    p.add_argument(
+        "--autosave-seconds",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="autosave this many seconds after an unsaved edit, however few",
+    )
+    p.add_argument(
+        "--no-autosave",
+        action="store_true",
+        help="do not autosave (a crash then loses every unsaved edit)",
+    )
+    p.add_argument(
+        "--recover",
+        choices=("ask", "yes", "no"),
+        default="ask",
+        help="unsaved work a killed session left for this file: ask in the browser, restore it "
+        "at start (yes), or discard it (no)",
+    )
 
 
 def serve(
@@ -231,29 +274,83 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no scene file at {args.scene}")
     if args.data is not None and not args.data.exists():
         raise FileNotFoundError(f"no dataset at {args.data}")
+    if args.autosave_edits < 1:
+        raise ValueError(f"--autosave-edits must be at least 1, got {args.autosave_edits}")
+    if not args.autosave_seconds > 0:
+        raise ValueError(f"--autosave-seconds must be positive, got {args.autosave_seconds}")
 
-    nerf = args.scene.suffix.lower() == ".nerf"  # `fields.nerf.is_nerf_path`, without torch yet
+    suffix = args.scene.name.lower()
+    nerf = suffix.endswith(".nerf")  # `fields.nerf.is_nerf_path`, without torch yet
+    project_file = suffix.endswith(".scenelab")  # `editing.project.PROJECT_SUFFIX`
     if nerf and args.features is not None:
         raise ValueError(
             "--features is for Gaussian scenes: a NeRF carries its features in its feature "
             "branch (scenelab distill SCENE.nerf --data DATA)"
         )
+    if project_file and args.features is not None:
+        raise ValueError("--features: a project carries its own feature field")
+    key = args.scene.resolve()  # what the recovery file is keyed by
+    offer: list = []  # a recovery to ask about once the viewer is up
+    restored: list = []
 
     def load() -> dict:
+        from editing.project import discard_recovery, find_recovery, load_project, recovery_dir
         from fields import load_dataset, load_scene
+        from fields.formats import clean_stale_temps
 
+        for folder in (key.parent, recovery_dir()):  # temps a killed save left behind
+            clean_stale_temps(folder)
+
+        dataset = (
+            load_dataset(args.data, allow_outside=args.allow_outside)
+            if args.data is not None
+            else None
+        )
+        kwargs: dict[str, Any] = {
+            "cameras": dataset.cameras if dataset is not None else [],
+            "dataset": dataset,
+            "source": key,
+        }
         if nerf:
             from fields.nerf import load_nerf
 
-            scene = load_nerf(args.scene)
-        else:
-            scene = load_scene(args.scene)
-        dataset = load_dataset(args.data) if args.data is not None else None
+            return {**kwargs, "scene": load_nerf(args.scene)}
+        recovery = find_recovery(key)
+        project = None
+        if recovery is not None and args.recover == "yes":
+            try:
+                project = load_project(recovery.path)
+            except ValueError as e:  # a damaged recovery file must not block the scene
+                print(f"scenelab view: warning: cannot restore: {e}", file=sys.stderr)
+            else:
+                restored.append(recovery)
+                print(
+                    f"scenelab view: restored {recovery.edits} unsaved edit(s) from "
+                    f"{_when(recovery.saved_at)} ({recovery.path})",
+                    flush=True,
+                )
+        elif recovery is not None and args.recover == "no":
+            discard_recovery(key)
+            print("scenelab view: discarded the unsaved work of an earlier session", flush=True)
+        elif recovery is not None:
+            offer.append(recovery)
+            print(
+                f"scenelab view: unsaved work from {_when(recovery.saved_at)} "
+                f"({recovery.edits} edits) found; the browser asks whether to restore it",
+                flush=True,
+            )
+        if project is None and project_file:
+            project = load_project(args.scene)
+        if project is None:
+            return {**kwargs, "scene": load_scene(args.scene)}
+        if project.source:
+            kwargs["source"] = Path(project.source)
+        kwargs["title"] = args.scene.name
         return {
-            "scene": scene,
-            "cameras": dataset.cameras if dataset is not None else [],
-            "dataset": dataset,
-            "source": args.scene.resolve(),
+            **kwargs,
+            "scene": project.history.current,
+            "project": project,
+            "project_path": key if project_file else None,
         }
 
     def setup(viewer) -> None:
@@ -261,5 +358,21 @@ def run(args: argparse.Namespace) -> int:
             from app.viewer import TrainPanel
 
             viewer.train_panel = TrainPanel(viewer, data=args.data, dataset=viewer.dataset)
+        if viewer.nerf is not None:
+            return
+        if restored:
+            viewer.unsaved_edits = max(1, restored[0].edits)
+        if offer:  # first: autosave waits for the answer (it would replace what is offered)
+            viewer.offer_recovery(offer[0])
+        if not args.no_autosave:
+            viewer.start_autosave(
+                key, every_edits=args.autosave_edits, every_seconds=args.autosave_seconds
+            )
 
     return serve(args, load, t0=t0, setup=setup)
+
+
+def _when(timestamp: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")

@@ -21,9 +21,13 @@ into each browser as the background image with depth (`_nerf_view`), low resolut
 camera moves and refined once it rests; "Convert to Gaussians" swaps in Gaussians and every
 Gaussian tool.
 
+`scenelab view PROJECT.scenelab` (or the File panel's "Open project") reopens a whole session
+(`editing.project`); `ViewerApp.start_autosave` keeps a crash-recovery copy in the recovery folder
+and `ViewerApp.offer_recovery` asks the browsers whether to restore one.
+
 Everything else lives in private modules: `_state` (shared scene state), `_splats` (scene ->
 viser splat buffer), `_jobs` (job runner), `_overlay` (server-rendered overlays), `_camera`, and
-one `_panel_*` module per GUI folder.
+one `_panel_*` module per GUI folder (`_panel_marks`: named selections and camera bookmarks).
 """
 
 from __future__ import annotations

@@ -11,10 +11,17 @@ background image) while the state holds an empty Gaussian scene; the Gaussian to
 edits, history, file, features, click, objects, text edit, insert, grasps) are built only once
 there are Gaussians — at start, or when "Convert to Gaussians" swaps the converted scene in
 (`show_gaussians`). The View, Language query and Radiance field folders know both kinds.
+
+Projects (`editing.project`): `project()` gathers one from the state and the panels (grasps, up
+axis, display settings), `open_project()` replaces the session with one; saving and loading the
+file run as jobs in the File panel. `start_autosave()` (the CLI's default, never in tests unless
+asked) feeds an `Autosaver` from the state's change listeners; `offer_recovery()` asks every
+browser whether to restore the unsaved work a killed session left in the recovery folder.
 """
 
 from __future__ import annotations
 
+import datetime
 import functools
 import logging
 import math
@@ -28,9 +35,16 @@ from typing import Any
 import numpy as np
 import viser
 
+from editing.project import Autosaver, Project, Recovery, discard_recovery, load_project
 from fields import Camera, GaussianScene, framing_view, scene_up
 from fields.camera import cameras_from_meta
-from fields.conventions import DEFAULT_FOV_DEG, fit_distance, horizontal_basis
+from fields.conventions import (
+    DEFAULT_FOV_DEG,
+    fit_distance,
+    format_up,
+    horizontal_basis,
+    parse_up,
+)
 from fields.features import FeatureField
 from fields.nerf import NerfScene
 
@@ -60,7 +74,7 @@ from ._panel_text_edit import TextEditPanel
 from ._panel_view import ViewPanel
 from ._server import ServerStart, ViewerConfig, start_server
 from ._splats import SplatBuffer, SplatFrame, unpack
-from ._state import NothingSelectedError, Snapshot, ViewerState
+from ._state import EDIT_KINDS, NothingSelectedError, Snapshot, ViewerState
 
 _log = logging.getLogger(__name__)
 
@@ -137,10 +151,13 @@ class ViewerApp:
         server: ServerStart | None = None,
         dataset: Any = None,
         features: FeatureOptions | None = None,
+        project: Project | None = None,
+        project_path: Path | None = None,
     ) -> None:
         """Serve `scene` (Gaussians or a NeRF). `server`: one already started with
         `start_server(config)` (the CLI starts it before loading the scene); by default a new
-        one is started here."""
+        one is started here. `project`: a loaded project to open (its current scene should be
+        `scene`), read from `project_path`."""
         self.config = config = config or ViewerConfig()
         nerf = scene if isinstance(scene, NerfScene) else None
         if nerf is not None:
@@ -181,6 +198,15 @@ class ViewerApp:
             self._budget = int(config.max_splats) or None  # 0: every splat
         self._clients_lock = threading.Lock()
         self._closed = False
+        self.project_path: Path | None = project_path  # the project saved or opened last
+        self.autosaver: Autosaver | None = None
+        self._autosave_args: tuple[Path, int, float] | None = None
+        self.unsaved_edits = 0  # edits since the last save or open ("Open project" asks)
+        self._opening = False  # while a project is opened: its changes are not edits
+        self._recovery: Recovery | None = None  # a recovery offer not answered yet
+        self._recovery_modals: list[Any] = []
+        self._recovery_asked: set[int] = set()  # clients shown the offer
+        self._recovery_lock = threading.Lock()
 
         # A NeRF opened on its own still knows where it was photographed from.
         view_cameras = self.cameras or (self._recorded_cameras(nerf) if nerf is not None else [])
@@ -191,6 +217,7 @@ class ViewerApp:
 
         # Splats first, then the panels' own listeners (they only update widgets).
         self.state.on_change(self._on_state_change)
+        self.state.on_change(self._count_edit)
 
         # One GUI folder per panel (their order: `FOLDER_ORDER`).
         self.jobs_panel = JobsPanel(self)
@@ -216,6 +243,8 @@ class ViewerApp:
         if nerf is None:
             self._build_gaussian_tools(before_view=False)
 
+        if project is not None and nerf is None:
+            self.open_project(project, path=project_path)
         self.push()
         self.server.on_client_connect(self._on_connect)  # also runs for tabs already open
         self.server.on_client_disconnect(self._on_disconnect)
@@ -245,6 +274,13 @@ class ViewerApp:
             return
         self._closed = True
         self.jobs.shutdown(timeout=2.0)
+        saver, self.autosaver = self.autosaver, None
+        if saver is not None:
+            try:
+                saver.flush()  # a clean stop keeps unsaved work for the next start
+            except Exception as e:
+                _log.warning("autosave on exit failed: %s", e)
+            saver.close()
         with self._clients_lock:
             extras = list(self._clients.values())
             self._clients.clear()
@@ -303,8 +339,11 @@ class ViewerApp:
         changed: Any = None,
     ) -> None:
         """Tell the splat buffer how an op's result relates to its input (see
-        `SplatBuffer.derive`), so the push re-packs only the Gaussians that changed."""
+        `SplatBuffer.derive`), so the push re-packs only the Gaussians that changed; the state
+        remaps named selections with `index`."""
         self._buffer.derive(old, new, index, changed)
+        if index is not None:
+            self.state.note_rows(old, new, index)
 
     # ------------------------------------------------------------------ panels
     def _ordered(self, name: str, panel: Any) -> Any:
@@ -593,6 +632,7 @@ class ViewerApp:
         threading.Thread(
             target=self._probe_client, args=(client,), name="splat-probe", daemon=True
         ).start()
+        self._show_recovery(client)
 
     def _on_disconnect(self, client: viser.ClientHandle) -> None:
         with self._clients_lock:
@@ -646,6 +686,193 @@ class ViewerApp:
             return wrapper
 
         return deco
+
+    # ------------------------------------------------------------------ projects
+    def panel_settings(self) -> dict[str, Any]:
+        """The panel settings a project keeps (JSON-able)."""
+        settings: dict[str, Any] = {
+            "color_mode": self.state.color_mode,
+            "combine_mode": self.state.combine_mode,
+            "overlay_size": self.overlay_size,
+        }
+        view = getattr(self, "view_panel", None)
+        if view is not None:
+            settings["display"] = str(view.display.value)
+        return settings
+
+    def project(self) -> Project:
+        """The session as a project: the state's history, selections, field and bookmarks,
+        the grasps shown, the up axis and the panel settings."""
+        grasp_panel = getattr(self, "grasp_panel", None)
+        grasps = grasp_panel.grasps() if grasp_panel is not None else []
+        return self.state.to_project(
+            grasps=grasps, up=format_up(self.up), settings=self.panel_settings()
+        )
+
+    def open_project(self, project: Project, *, path: Path | None = None) -> None:
+        """Replace the session with `project` (no edit counted; unsaved edits are gone: ask
+        first). `path`: the file it came from (what "Save project" writes next)."""
+        if self.nerf is not None:
+            raise ValueError("this viewer shows a NeRF; open a project in a new viewer")
+        self._opening = True
+        try:
+            self.state.from_project(project)
+        finally:
+            self._opening = False
+        self.unsaved_edits = 0
+        if path is not None:
+            self.project_path = Path(path)
+            if self.autosaver is not None:  # autosave now follows the opened file
+                self.autosaver.mark_saved()  # the user chose to drop the unsaved work
+                self._restart_autosave(Path(path))
+            file_panel = getattr(self, "file_panel", None)
+            if file_panel is not None:
+                file_panel.project_path.value = file_panel.default_project_path()
+        if project.up:
+            self.set_up(parse_up(project.up), "project")
+        settings = project.settings or {}
+        if isinstance(settings.get("combine_mode"), str):
+            try:
+                self.selection_panel.set_combine(settings["combine_mode"])
+            except (ValueError, AttributeError) as e:
+                _log.info("project combine mode not restored: %s", e)
+        size = settings.get("overlay_size")
+        if isinstance(size, int) and not isinstance(size, bool):
+            self.set_overlay_size(size)
+        view = getattr(self, "view_panel", None)
+        if view is not None:
+            label = settings.get("display")
+            try:
+                view.set_display(label if isinstance(label, str) else "Colour")
+            except ValueError:  # e.g. "Values": per-Gaussian values are not kept
+                view.set_display("Colour")
+        grasp_panel = getattr(self, "grasp_panel", None)
+        if grasp_panel is not None:
+            grasp_panel.restore(project.grasps)
+        self.push(force=True)
+
+    def set_up(self, up: np.ndarray, source: str) -> None:
+        """Use `up` ([3]) as the scene's up axis (`source`: where it came from)."""
+        up = np.asarray(up, dtype=np.float64)
+        self.up, self.up_source = up / np.linalg.norm(up), source
+        self.server.scene.set_up_direction(tuple(float(x) for x in self.up))
+        eye, look_at, _old = self.initial_view
+        self.initial_view = (eye, look_at, self.up)
+        view = getattr(self, "view_panel", None)
+        if view is not None:
+            view.up_note.content = f"Up: {format_up(self.up)} ({source})"
+
+    # ------------------------------------------------------------------ autosave
+    def start_autosave(
+        self, source: Path, *, every_edits: int = 5, every_seconds: float = 30.0
+    ) -> Autosaver | None:
+        """Autosave the session to the recovery folder, keyed by `source` (the file the user
+        opened). While a recovery offer waits for an answer, nothing is saved (that would
+        replace the work it offers); it starts once the user answered."""
+        self._autosave_args = (Path(source), int(every_edits), float(every_seconds))
+        with self._recovery_lock:
+            if self._recovery is not None:
+                return None
+        return self._restart_autosave()
+
+    def _restart_autosave(self, source: Path | None = None) -> Autosaver | None:
+        if self._autosave_args is None or self._closed:
+            return None
+        if source is not None:
+            self._autosave_args = (Path(source), *self._autosave_args[1:])
+        key, edits, seconds = self._autosave_args
+        old = self.autosaver
+        if old is not None:
+            old.close()
+        self.autosaver = Autosaver(key, self.project, every_edits=edits, every_seconds=seconds)
+        return self.autosaver
+
+    def mark_saved(self, project_path: Path | None = None) -> None:
+        """The user saved (the scene, or the project to `project_path`): nothing is unsaved,
+        the recovery file goes; after a project save, autosave follows that file."""
+        self.unsaved_edits = 0
+        saver = self.autosaver
+        if saver is not None:
+            saver.mark_saved()
+        if project_path is not None:
+            self.project_path = Path(project_path)
+            if saver is not None and self._autosave_args is not None:
+                if Path(project_path).resolve() != self._autosave_args[0].resolve():
+                    self._restart_autosave(Path(project_path))
+
+    def _count_edit(self, kind: str) -> None:
+        if kind not in EDIT_KINDS or self._opening:
+            return
+        self.unsaved_edits += 1
+        saver = self.autosaver
+        if saver is not None:
+            saver.mark_edit()
+
+    def offer_recovery(self, recovery: Recovery) -> None:
+        """Ask every browser (those open and those that connect) whether to restore the
+        unsaved work in `recovery`; the first answer applies to all."""
+        with self._recovery_lock:
+            self._recovery = recovery
+        for client in self.server.get_clients().values():
+            self._show_recovery(client)
+
+    @property
+    def recovery_offer(self) -> Recovery | None:
+        return self._recovery
+
+    def _show_recovery(self, client: viser.ClientHandle) -> None:
+        with self._recovery_lock:
+            rec = self._recovery
+            if rec is None or client.client_id in self._recovery_asked:
+                return  # (a tab connecting while the offer is made: ask it once)
+            self._recovery_asked.add(client.client_id)
+            when = datetime.datetime.fromtimestamp(rec.saved_at).strftime("%Y-%m-%d %H:%M:%S")
+            with client.gui.add_modal("Restore unsaved work?") as modal:
+                client.gui.add_markdown(
+                    f"Unsaved work from {when} ({rec.edits} edit{'s' if rec.edits != 1 else ''}"
+                    f"; last step: {rec.steps[-1] if rec.steps else '-'}) was found for "
+                    f"`{Path(rec.source).name}`."
+                )
+                restore = client.gui.add_button("Restore")
+                discard = client.gui.add_button("Discard", color="red")
+            self._recovery_modals.append(modal)
+        restore.on_click(self.action("Restore")(lambda _e: self.answer_recovery(True)))
+        discard.on_click(self.action("Discard")(lambda _e: self.answer_recovery(False)))
+
+    def answer_recovery(self, restore: bool):
+        """Restore (as a job, returned) or discard the offered recovery; then autosave."""
+        with self._recovery_lock:
+            rec, self._recovery = self._recovery, None
+            modals, self._recovery_modals = self._recovery_modals, []
+            self._recovery_asked = set()
+        for m in modals:
+            try:
+                m.close()
+            except Exception as e:  # the tab may be gone
+                _log.debug("closing a recovery modal failed: %s", e)
+        if rec is None:
+            return None
+        if not restore:
+            discard_recovery(rec.source)
+            self._restart_autosave()
+            self.notify("Discarded", "The unsaved work of the earlier session was discarded.")
+            return None
+
+        def job(ctx) -> Project:
+            ctx.progress(0.1, f"reading {rec.path.name}")
+            project = load_project(rec.path)
+            ctx.check()
+            self.open_project(project)
+            self.unsaved_edits = max(1, rec.edits)  # restored, still not saved by the user
+            ctx.progress(1.0, f"Restored {rec.edits} edit(s) of the earlier session")
+            return project
+
+        def done(j) -> None:
+            self._restart_autosave()
+            if j.error is not None:
+                self.notify("Restore failed", j.error, color="red", seconds=None)
+
+        return self.jobs.submit("Restore unsaved work", job, on_done=done)
 
     # ------------------------------------------------------------------ camera
     @staticmethod

@@ -268,6 +268,22 @@ class GraspPanel:
         )
         return dict(grasp.scores)
 
+    def grasps(self) -> list:
+        """The grasps shown, best first (what a project keeps)."""
+        with self._lock:
+            return [] if self.shown is None else list(self.shown.result.grasps)
+
+    def restore(self, grasps) -> None:
+        """Show `grasps` (from a project) with the current gripper settings; none: clear."""
+        grasps = list(grasps)
+        if not grasps:
+            self.clear()
+            return
+        scene = self.app.state.scene
+        target = torch.zeros(len(scene), dtype=torch.bool)  # not kept in projects
+        result = GraspResult(grasps, f"{len(grasps)} grasps restored from the project")
+        self._show(scene, target, result, self.gripper())
+
     def _remove_meshes(self) -> None:
         if self.shown is not None:
             for h in self.shown.handles:

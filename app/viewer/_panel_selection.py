@@ -4,6 +4,7 @@ Tools: click to pick (the nearest Gaussian the ray hits, optionally with a brush
 it), drag a rectangle (visible Gaussians only, or the whole column "through" the scene), or a box
 / sphere volume moved by a transform gizmo. Shift adds to the selection, Ctrl/Cmd subtracts;
 without a modifier the "Combine" setting applies. All the selection math is `editing`'s.
+"Named selections" (`_panel_marks`) keeps selections under names.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fields import Camera
 from fields.scene import quat_to_rotmat
 
 from ._camera import click_pixel, client_camera
+from ._panel_marks import NamedSelectionsUI
 from ._state import NothingSelectedError, shown_mask
 
 if TYPE_CHECKING:
@@ -92,6 +94,7 @@ class SelectionPanel:
                     "Sphere radius", 0.15 * extent, min=1e-4, step=_nice_step(extent)
                 )
                 self.volume_button = gui.add_button("Select inside")
+            self.named = NamedSelectionsUI(app)
 
         self.tool.on_update(app.action("Selection tool")(lambda _e: self.set_tool(self.tool.value)))
         self.combine.on_update(

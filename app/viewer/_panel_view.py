@@ -1,6 +1,7 @@
 """The "View" folder: what the browser shows (splat colours, or a server-rendered overlay; for a
 NeRF: its colour, depth or a query's relevancy, all rendered on the server), the overlay
-resolution, the dataset's camera frustums (click one to look through it), reset view."""
+resolution, the dataset's camera frustums (click one to look through it), reset view, and camera
+bookmarks (`_panel_marks`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 from fields.conventions import format_up
 
 from ._camera import pose_of, vertical_fov
+from ._panel_marks import BookmarksUI
 
 if TYPE_CHECKING:
     from ._app import ViewerApp
@@ -63,6 +65,7 @@ class ViewPanel:
             self.budget_note = gui.add_markdown("", visible=False)
             self.reset_button = gui.add_button("Reset view")
             self.up_note = gui.add_markdown(f"Up: {format_up(app.up)} ({app.up_source})")
+            self.bookmarks = BookmarksUI(app)
         self.display.on_update(
             app.action("Display")(lambda _e: self.set_display(self.display.value))
         )

@@ -15,6 +15,19 @@ the scene's pointer callbacks.
 The selection is a bool mask over the current scene's Gaussians. It is not part of the undo
 history, but each scene state remembers the selection it had when the user left it, so undoing a
 delete brings back the deleted Gaussians *selected*, as they were.
+
+Named selections ("Save selection as…") are kept as one mask per history state, so undo and redo
+always find masks of the right length. An op that keeps the count (recolour, move, isolate, text
+edit) carries them over unchanged; an op that changes it remaps them row by row when the op told
+the viewer where each new row came from (`note_rows`, which `ViewerApp.derive` calls: delete,
+duplicate, insert) — a kept Gaussian keeps its membership, new ones (copies, inserted objects)
+start outside — and when only rows were appended. Otherwise they are dropped at the new state
+(listed in `dropped_named`; the viewer says so) and come back on undo. A name saved or deleted
+applies to the current state and to its neighbours in the history reached through steps that
+kept the count (the same Gaussians, row for row).
+
+Camera bookmarks, the named selections of the current state and everything else a project file
+holds are gathered by `to_project` and restored by `from_project` (`editing.project`).
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ import torch
 from torch import Tensor
 
 import editing
+from editing.project import Bookmark, Project
 from fields import GaussianScene
 from fields.features import FeatureField, TextQuery, language_space
 
@@ -41,6 +55,11 @@ SELECTION = "selection"
 DISPLAY = "display"  # colour mode or per-Gaussian values
 SOURCE = "source"  # the scene file saved (or opened) last
 FIELD = "field"  # the feature field of the current scene appeared, went or was replaced
+NAMED = "named"  # a named selection was saved or deleted (or dropped by an op)
+BOOKMARKS = "bookmarks"  # a camera bookmark was added or deleted
+PROJECT = "project"  # a whole project was opened (told after the kinds it changed)
+# Changes the user would lose: what autosave counts as edits.
+EDIT_KINDS = (SCENE, NAMED, BOOKMARKS)
 COMBINE_MODES = ("replace", "add", "subtract", "intersect")
 
 TextEncoderFactory = Callable[[FeatureField, str], Callable[[list[str]], Tensor]]
@@ -160,6 +179,16 @@ class ViewerState:
         self.text_encoder_cheap = False  # whether `text_encoder` loads no model
         self._combine_mode = "replace"
         self.pointer = Pointer()
+        # Named selections, one {name: [N] bool} per scene state of the history.
+        self._named_at: weakref.WeakKeyDictionary[GaussianScene, dict[str, Tensor]] = (
+            weakref.WeakKeyDictionary()
+        )
+        # Where an op's rows came from (`note_rows`), consumed by `apply`.
+        self._rows_of: weakref.WeakKeyDictionary[GaussianScene, tuple[Any, Tensor]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.dropped_named: list[str] = []  # names the last count-changing op could not remap
+        self._bookmarks: list[Bookmark] = []
 
     # ------------------------------------------------------------------ reading
     @property
@@ -422,18 +451,28 @@ class ViewerState:
             if new_sel is None:
                 new_sel = sel if len(new_scene) == len(scene) else None
             self._left_with[scene] = sel
+            named = self._carry_named(scene, new_scene)
             self.history.apply(name, new_scene)
+            if named is not None:
+                self._named_at[new_scene] = named
             self._adopt(new_scene, new_sel)
+            dropped = bool(self.dropped_named)
         self._emit(SCENE)
+        if dropped:
+            self._emit(NAMED)
         return new_scene
 
     def replace_scene(self, scene: GaussianScene, name: str) -> None:
         """Show `scene` as a new starting point with no history behind it (a training run's
         snapshot: nothing before it is a state the user made and could return to)."""
         with self.lock:
+            self.dropped_named = list(self._named_at.get(self.history.current, {}))
             self.history = editing.History(scene, max_bytes=self._max_history_bytes, name=name)
             self._adopt(scene, None)
+            dropped = bool(self.dropped_named)
         self._emit(SCENE)
+        if dropped:
+            self._emit(NAMED)
 
     def undo(self) -> bool:
         return self._step(-1)
@@ -466,6 +505,195 @@ class ViewerState:
     def history_steps(self) -> tuple[list[str], int]:
         with self.lock:
             return self.history.steps, self.history.index
+
+    # ------------------------------------------------------------------ named selections
+    @property
+    def named_selections(self) -> dict[str, Tensor]:
+        """{name: [N] bool} of the current state (a copy; the masks are read-only)."""
+        with self.lock:
+            return dict(self._named_at.get(self.history.current, {}))
+
+    def save_named(self, name: str, mask: Tensor | None = None) -> int:
+        """Keep `mask` (default: the selection) under `name`, replacing one of that name;
+        returns how many Gaussians it holds."""
+        name = str(name).strip()
+        if not name:
+            raise ValueError("a named selection needs a name")
+        with self.lock:
+            mask = self._selection if mask is None else self._check(mask)
+            self.dropped_named = []  # (told once, with the op that dropped them)
+            self._set_named(name, mask.clone())
+            n = int(mask.sum())
+        self._emit(NAMED)
+        return n
+
+    def restore_named(self, name: str, mode: str = "replace") -> int:
+        """Combine the named selection into the selection; returns the number now selected."""
+
+        def mask(scene: GaussianScene, _sel: Tensor) -> Tensor:
+            named = self._named_at.get(scene, {})  # (select_with holds the lock)
+            if name not in named:
+                raise KeyError(f"no named selection {name!r} (there are: {sorted(named)})")
+            return named[name]
+
+        return self.select_with(mask, mode)
+
+    def delete_named(self, name: str) -> None:
+        """Forget `name` in every state of the history."""
+        with self.lock:
+            if name not in self._named_at.get(self.history.current, {}):
+                raise KeyError(f"no named selection {name!r}")
+            self.dropped_named = []
+            for scene in list(self._named_at.keys()):
+                named = self._named_at.get(scene)
+                if named is not None and name in named:
+                    self._named_at[scene] = {k: v for k, v in named.items() if k != name}
+        self._emit(NAMED)
+
+    def note_rows(self, old: GaussianScene, new: GaussianScene, index: Tensor) -> None:
+        """Tell the state that row i of `new` is row `index[i]` of `old` (`index`: [M] int, or
+        an [len(old)] bool mask of the rows kept in order); `apply` remaps named selections with
+        it when the op changed the count."""
+        index = torch.as_tensor(index).detach().cpu()
+        if index.dtype == torch.bool:
+            index = index.nonzero().squeeze(1)
+        with self.lock:
+            self._rows_of[new] = (weakref.ref(old), index.long())
+
+    def _set_named(self, name: str, mask: Tensor) -> None:
+        """Set `name` on the current state and on the same-count states around it."""
+        for scene in self._same_rows_span():
+            named = dict(self._named_at.get(scene, {}))
+            named[name] = mask
+            self._named_at[scene] = named
+
+    def _same_rows_span(self) -> list[GaussianScene]:
+        """The current scene and its history neighbours reached through count-keeping steps."""
+        states = [scene for _name, scene in self.history.states()]
+        i = self.history.index
+        n = len(states[i])
+        lo, hi = i, i
+        while lo > 0 and len(states[lo - 1]) == n:
+            lo -= 1
+        while hi < len(states) - 1 and len(states[hi + 1]) == n:
+            hi += 1
+        return states[lo : hi + 1]
+
+    def _carry_named(self, old: GaussianScene, new: GaussianScene) -> dict[str, Tensor] | None:
+        """The named selections of `new`, from those of `old` (see the module docstring)."""
+        self.dropped_named = []
+        named = self._named_at.get(old)
+        if not named:
+            return None
+        if len(new) == len(old):
+            return dict(named)
+        rows: Tensor | None = None
+        noted = self._rows_of.pop(new, None)
+        if noted is not None and noted[0]() is old and noted[1].shape == (len(new),):
+            rows = noted[1]
+        elif len(new) > len(old) and torch.equal(new.means[: len(old)], old.means):
+            rows = torch.cat(
+                [torch.arange(len(old)), torch.full((len(new) - len(old),), -1, dtype=torch.long)]
+            )
+        if rows is None or (len(rows) and int(rows.max()) >= len(old)):
+            self.dropped_named = sorted(named)
+            return {}
+        return {k: remap_mask(v, rows, len(old)) for k, v in named.items()}
+
+    # ------------------------------------------------------------------ bookmarks
+    @property
+    def bookmarks(self) -> list[Bookmark]:
+        with self.lock:
+            return list(self._bookmarks)
+
+    def add_bookmark(self, bookmark: Bookmark) -> None:
+        """Add a camera bookmark (one of the same name is replaced, in place)."""
+        if not str(bookmark.name).strip():
+            raise ValueError("a bookmark needs a name")
+        with self.lock:
+            names = [b.name for b in self._bookmarks]
+            if bookmark.name in names:
+                self._bookmarks[names.index(bookmark.name)] = bookmark
+            else:
+                self._bookmarks.append(bookmark)
+        self._emit(BOOKMARKS)
+
+    def bookmark(self, name: str) -> Bookmark:
+        with self.lock:
+            for b in self._bookmarks:
+                if b.name == name:
+                    return b
+            raise KeyError(f"no bookmark {name!r} (there are: {[b.name for b in self._bookmarks]})")
+
+    def delete_bookmark(self, name: str) -> None:
+        with self.lock:
+            self.bookmark(name)
+            self._bookmarks = [b for b in self._bookmarks if b.name != name]
+        self._emit(BOOKMARKS)
+
+    # ------------------------------------------------------------------ projects
+    def to_project(
+        self,
+        *,
+        grasps: Sequence[Any] = (),
+        up: str | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> Project:
+        """Everything the state holds, as an `editing.project.Project` (a copy of the history:
+        later edits do not change it). `grasps`, `up` and panel `settings` come from the app."""
+        with self.lock:
+            current = self.history.current
+            field = self.current_field()
+            if field is None:
+                field = self._field
+            return Project(
+                history=self.history.copy(),
+                selection=self._selection,
+                named_selections=dict(self._named_at.get(current, {})),
+                field=field,
+                grasps=list(grasps),
+                bookmarks=list(self._bookmarks),
+                up=up,
+                settings={"color_mode": self._color_mode, **(settings or {})},
+                source=None if self.source is None else str(self.source),
+            )
+
+    def from_project(self, project: Project) -> None:
+        """Replace everything with `project`'s: history (undo works as it did), selection,
+        named selections, bookmarks, feature field, colour mode and source. Listeners hear
+        every kind that changed, then `PROJECT`."""
+        history = project.history
+        if not isinstance(history, editing.History):
+            raise TypeError(f"a project's history must be an editing.History, not {history!r}")
+        with self.lock:
+            self.history = history
+            scene = history.current
+            n = len(scene)
+            self._left_with = weakref.WeakKeyDictionary()
+            self._named_at = weakref.WeakKeyDictionary()
+            self._rows_of = weakref.WeakKeyDictionary()
+            self.dropped_named = []
+            self._preview = None
+            self._values, self._values_name = None, None
+            selection = project.selection
+            if selection is None or tuple(selection.shape) != (n,):
+                selection = None
+            self._adopt(scene, None if selection is None else selection.bool())
+            for name, mask in project.named_selections.items():
+                mask = torch.as_tensor(mask).detach().cpu()
+                if mask.shape == (n,):
+                    self._set_named(str(name), mask.bool())
+            self._bookmarks = list(project.bookmarks)
+            self._field, self._tq, self._field_texts = None, None, None
+            if project.field is not None:
+                self._keep(project.field, new_texts=True)
+            mode = (project.settings or {}).get("color_mode", "rgb")
+            self._color_mode = mode if mode in COLOR_MODES and mode != "values" else "rgb"
+            if project.source:
+                self.source = Path(project.source)
+            self._version += 1
+        for kind in (SCENE, SELECTION, DISPLAY, FIELD, NAMED, BOOKMARKS, SOURCE, PROJECT):
+            self._emit(kind)
 
     # ------------------------------------------------------------------ display
     def set_color_mode(self, mode: str) -> None:
@@ -510,3 +738,20 @@ def shown_mask(scene: GaussianScene) -> Tensor:
     """[N] bool: Gaussians not hidden by `isolate`."""
     hidden = scene.extras.get("hidden")
     return torch.ones(len(scene), dtype=torch.bool) if hidden is None else ~hidden.cpu().bool()
+
+
+def remap_mask(mask: Tensor, rows: Tensor, n_old: int) -> Tensor:
+    """[M] bool: `mask` ([n_old] bool over the old rows) carried to new rows, where new row i
+    is old row `rows[i]` (-1: a new Gaussian). Only the first new row of each old row inherits
+    its membership: copies and inserted Gaussians start outside."""
+    m = len(rows)
+    order = torch.arange(m)
+    valid = rows >= 0
+    first = torch.full((n_old,), m, dtype=torch.long)
+    if bool(valid.any()):
+        first = first.scatter_reduce(0, rows[valid], order[valid], "amin")
+    keep = valid.clone()
+    keep[valid] = first[rows[valid]] == order[valid]
+    out = torch.zeros(m, dtype=torch.bool)
+    out[keep] = mask[rows[keep]]
+    return out
