@@ -75,6 +75,22 @@ class FilePanel:
                 hint="ply keeps everything (SH, extras); compressed ply, spz and sog are the "
                 "compact web formats (quantised); splat keeps base colour only.",
             )
+            defaults = ExportOptions()
+            self.spz_version = gui.add_dropdown(
+                "SPZ version",
+                ("2", "3", "4"),
+                initial_value=str(defaults.spz_version),
+                hint="3 is read by every SPZ viewer; 4 (zstd) is smaller and what splat-transform "
+                "writes; 2 stores rotations coarsely.",
+            )
+            self.sog_iterations = gui.add_number(
+                "SOG iterations",
+                defaults.sog_iterations,
+                min=1,
+                max=100,
+                step=1,
+                hint="k-means rounds of the SOG SH palette: more is closer to the scene, slower.",
+            )
             self.save_button = gui.add_button("Save scene")
             self.export_button = gui.add_button("Export selection")
             self.project_path = gui.add_text(
@@ -117,6 +133,13 @@ class FilePanel:
         for label, (name, _end) in FORMATS.items():
             if name == fmt and self.format.value != label:
                 self.format.value = label
+
+    def export_options(self) -> ExportOptions:
+        """The quality settings of the web formats, as the widgets hold them."""
+        return ExportOptions(
+            spz_version=int(self.spz_version.value),
+            sog_iterations=max(1, int(self.sog_iterations.value)),
+        )
 
     def default_project_path(self) -> str:
         if self.app.project_path is not None:
@@ -188,7 +211,7 @@ class FilePanel:
         scene = scene.with_meta(**provenance)
         shown = display(path, self.app.root)
         what = "selection" if selection_only else "scene"
-        options = ExportOptions()
+        options = self.export_options()
 
         def job(ctx: JobContext) -> Path:
             ctx.progress(0.05, f"writing {len(scene):,} Gaussians to {shown} ({fmt})")

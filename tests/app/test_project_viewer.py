@@ -312,6 +312,19 @@ def test_file_panel_exports_each_format(make_app, tmp_path, name):
     assert float(gap.max()) < 0.01
 
 
+def test_file_panel_quality_settings_reach_the_file(make_app, tmp_path):
+    app = make_app()
+    panel = app.file_panel
+    panel.spz_version.value = "4"
+    done(panel.save("v4.spz"), timeout=120)
+    assert (tmp_path / "v4.spz").read_bytes()[:4] == b"NGSP"  # the v4 container
+    panel.spz_version.value = "3"
+    done(panel.save("v3.spz"), timeout=120)
+    assert (tmp_path / "v3.spz").read_bytes()[:2] == b"\x1f\x8b"  # gzip: v2/v3
+    panel.sog_iterations.value = 3
+    assert panel.export_options().sog_iterations == 3
+
+
 @contextlib.contextmanager
 def warnings_ok():
     import warnings
