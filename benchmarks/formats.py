@@ -122,7 +122,7 @@ def main() -> None:
             subprocess.run(["node", "-e", "0"], check=True)
             result["peer"] = {
                 "tool": "splat-transform",
-                "version": version.stdout.strip(),
+                "version": (version.stdout or version.stderr).strip(),  # it prints to stderr
                 "node_start_s": round(time.perf_counter() - t0, 3),
             }
         for label, name, options, peer_args in FORMATS:
