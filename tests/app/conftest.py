@@ -80,3 +80,19 @@ def viewer(scene, tmp_path):
         yield app
     finally:
         app.stop()
+
+
+@pytest.fixture
+def no_wait(monkeypatch):
+    """Let `ViewerApp.wait` return at once (recording the app, stopping the server) instead of
+    serving forever; returns the list of apps that would have served."""
+    from app.viewer._app import ViewerApp
+
+    started = []
+
+    def wait(self):
+        started.append(self)
+        self.stop()
+
+    monkeypatch.setattr(ViewerApp, "wait", wait)
+    return started

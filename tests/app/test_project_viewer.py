@@ -37,6 +37,7 @@ from fields import load_scene, save_scene
 from fields.features import FeatureField
 
 from .conftest import blob_scene
+from .test_browser import CHROMIUM, CHROMIUM_ARGS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -417,19 +418,6 @@ def test_recovery_offer_restore_and_discard(make_app, scene_file):
     assert find_recovery(scene_file) is None and len(third.state.scene) == 4600
 
 
-@pytest.fixture
-def no_wait(monkeypatch):
-    """`ViewerApp.wait` returns at once (after recording the app) instead of serving."""
-    started = []
-
-    def wait(self):
-        started.append(self)
-        self.stop()
-
-    monkeypatch.setattr(ViewerApp, "wait", wait)
-    return started
-
-
 def free_port() -> int:
     import socket
 
@@ -576,13 +564,6 @@ def test_sigkill_in_process_session_restores_every_autosaved_edit(scene_file, re
 
 
 # ---------------------------------------------------------------------- browser: kill the CLI
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--use-gl=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--disable-background-networking",
-]
 SHOTS = Path(os.environ.get("SCENELAB_SHOTS", "/tmp/scenelab_shots"))
 
 

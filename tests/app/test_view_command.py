@@ -10,21 +10,6 @@ from fields import save_scene
 from .conftest import blob_scene
 
 
-@pytest.fixture
-def no_wait(monkeypatch):
-    """Let `ViewerApp.wait` return at once (stopping the server) instead of serving forever."""
-    from app.viewer._app import ViewerApp
-
-    started = []
-
-    def wait(self):
-        started.append(self)
-        self.stop()
-
-    monkeypatch.setattr(ViewerApp, "wait", wait)
-    return started
-
-
 def test_view_serves_on_the_port_and_binds_localhost(no_wait, tmp_path, capsys):
     path = save_scene(blob_scene(), tmp_path / "s.ply")
     with socket.socket() as s:
