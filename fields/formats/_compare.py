@@ -45,19 +45,20 @@ def _pairing(ref: GaussianScene, other: GaussianScene, extent: float) -> tuple[n
 
     dist, cand = cKDTree(_keys(ref, extent)).query(_keys(other, extent), k=min(4, n))
     dist, cand = np.atleast_2d(dist.T).T, np.atleast_2d(cand.T).T  # [M,K] even when K = 1
-    # Among the nearest candidates, the one that also agrees on rotation and the higher SH
-    # bands: Gaussians of a tiled or duplicated scene can share position and colour.
+    # Ties among the nearest candidates (Gaussians of a tiled or duplicated scene share
+    # position, colour, opacity and scale exactly) go to the one that also agrees on rotation
+    # and the higher SH bands; the tiny weight leaves every other pair to the keys.
     qa, qb = ref.normalized_quats, other.normalized_quats
     k = min(ref.sh.shape[1], other.sh.shape[1])
     best = np.empty(len(other), dtype=np.int64)
     for lo in range(0, len(other), 65536):
         c = torch.from_numpy(cand[lo : lo + 65536])  # [B,K]
-        cost = torch.from_numpy(dist[lo : lo + 65536]).float()
-        dot = (qa[c] * qb[lo : lo + 65536, None]).sum(-1).abs()
-        cost += 0.01 * (1.0 - dot.clamp(max=1.0))
+        cost = torch.from_numpy(dist[lo : lo + 65536])  # float64: the tie-breaks are tiny
+        dot = (qa[c] * qb[lo : lo + 65536, None]).sum(-1).abs().double()
+        cost += 1e-6 * (1.0 - dot.clamp(max=1.0))
         if k > 1:
-            diff = ref.sh[c][:, :, 1:k] - other.sh[lo : lo + 65536, None, 1:k]
-            cost += 0.01 * diff.abs().flatten(2).amax(-1)
+            diff = (ref.sh[c][:, :, 1:k] - other.sh[lo : lo + 65536, None, 1:k]).double()
+            cost += 1e-6 * diff.abs().flatten(2).amax(-1)
         best[lo : lo + 65536] = c.gather(1, cost.argmin(1, keepdim=True)).squeeze(1).numpy()
     return best, "nearest"
 
