@@ -8,7 +8,8 @@ its own). For each file: write seconds, size MB, our read seconds, and the large
 against the source scene (`fields.formats.scene_errors`). The baseline is splat-transform's
 write of the same format (and plain .ply for sizes).
 
-    python benchmarks/formats.py [--gaussians 1000000] [--sh-degree 3] [--out formats.json]
+    python benchmarks/formats.py [--gaussians 1000000] [--sh-degree 3] [--formats sog spz-v4]
+                                 [--peer-timeout 600] [--out formats.json]
 """
 
 from __future__ import annotations
@@ -99,6 +100,13 @@ def main() -> None:
         default=600,
         help="seconds splat-transform may take per file (its CPU SOG encoder of SH bands is slow)",
     )
+    ap.add_argument(
+        "--formats",
+        nargs="+",
+        choices=[label for label, *_ in FORMATS],
+        default=None,
+        help="only these formats (default: all)",
+    )
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args()
 
@@ -126,6 +134,8 @@ def main() -> None:
                 "node_start_s": round(time.perf_counter() - t0, 3),
             }
         for label, name, options, peer_args in FORMATS:
+            if args.formats is not None and label not in args.formats:
+                continue
             ours_dir, theirs_dir = tmp / f"ours_{label}", tmp / f"theirs_{label}"
             ours_dir.mkdir()
             theirs_dir.mkdir()

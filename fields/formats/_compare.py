@@ -45,21 +45,25 @@ def _pairing(ref: GaussianScene, other: GaussianScene, extent: float) -> tuple[n
 
     dist, cand = cKDTree(_keys(ref, extent)).query(_keys(other, extent), k=min(4, n))
     dist, cand = np.atleast_2d(dist.T).T, np.atleast_2d(cand.T).T  # [M,K] even when K = 1
-    # Ties among the nearest candidates (Gaussians of a tiled or duplicated scene share
-    # position, colour, opacity and scale exactly) go to the one that also agrees on rotation
-    # and the higher SH bands; the tiny weight leaves every other pair to the keys.
-    qa, qb = ref.normalized_quats, other.normalized_quats
+    # Gaussians of a tiled or duplicated scene share position, colour, opacity and scale, so
+    # the keys alone can pair the wrong twin. Among the nearest candidates pick the one that also
+    # agrees on rotation and the higher SH bands, each difference measured against its typical
+    # size in this file (the median over first candidates: the format's quantisation noise).
+    qa, qb = ref.normalized_quats.double(), other.normalized_quats.double()
     k = min(ref.sh.shape[1], other.sh.shape[1])
-    best = np.empty(len(other), dtype=np.int64)
+    terms = []
     for lo in range(0, len(other), 65536):
         c = torch.from_numpy(cand[lo : lo + 65536])  # [B,K]
-        cost = torch.from_numpy(dist[lo : lo + 65536])  # float64: the tie-breaks are tiny
-        dot = (qa[c] * qb[lo : lo + 65536, None]).sum(-1).abs().double()
-        cost += 1e-6 * (1.0 - dot.clamp(max=1.0))
+        rot = 1.0 - (qa[c] * qb[lo : lo + 65536, None]).sum(-1).abs().clamp(max=1.0)
+        sh = torch.zeros_like(rot)
         if k > 1:
-            diff = (ref.sh[c][:, :, 1:k] - other.sh[lo : lo + 65536, None, 1:k]).double()
-            cost += 1e-6 * diff.abs().flatten(2).amax(-1)
-        best[lo : lo + 65536] = c.gather(1, cost.argmin(1, keepdim=True)).squeeze(1).numpy()
+            diff = ref.sh[c][:, :, 1:k].double() - other.sh[lo : lo + 65536, None, 1:k].double()
+            sh = diff.abs().flatten(2).amax(-1)
+        terms.append(torch.stack([torch.from_numpy(dist[lo : lo + 65536]), rot, sh]))
+    t = torch.cat(terms, dim=1)  # [3,M,K]
+    scale = t[:, :, 0].median(dim=1).values.clamp_min(1e-12)[:, None, None]
+    pick = (t / scale).sum(0).argmin(1, keepdim=True)  # [M,1]
+    best = torch.from_numpy(cand).gather(1, pick).squeeze(1).numpy()
     return best, "nearest"
 
 
