@@ -411,6 +411,7 @@ def test_recovery_offer_restore_and_discard(make_app, scene_file):
     assert [b.name for b in second.state.bookmarks] == ["top"]
     assert second.autosaver is not None and second.recovery_offer is None
     assert second.state.undo() and len(second.state.scene) == 4600
+    second.stop()  # its autosaver must not write again after the third session discards
 
     third = make_app(load_scene(scene_file), source=scene_file)
     third.offer_recovery(find_recovery(scene_file))

@@ -25,8 +25,6 @@ from fields import load_dataset, load_scene, save_scene
 from fields.synthetic import make_world, write_world
 from fields.training import TrainConfig, Trainer, TrainSession
 
-from .test_view_command import no_wait  # noqa: F401  (fixture)
-
 FOREVER = 100_000
 REPO = Path(__file__).resolve().parents[2]
 TINY = TrainConfig(steps=FOREVER, init_points=2000, sh_degree=0)
@@ -187,7 +185,7 @@ def test_view_mode_starts_from_the_open_scene_and_stops(data_dir, dataset, tmp_p
     assert not panel.start_button.disabled and not panel.steps.disabled
 
 
-def test_view_with_data_shows_the_train_folder(no_wait, data_dir, tmp_path):  # noqa: F811
+def test_view_with_data_shows_the_train_folder(no_wait, data_dir, tmp_path):
     scene = save_scene(load_scene(data_dir / "scene.ply"), tmp_path / "s.ply")
     port = str(free_port())
     assert main(["view", str(scene), "--data", str(data_dir), "--port", port]) == 0
