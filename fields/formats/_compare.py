@@ -38,17 +38,23 @@ def _keys(scene: GaussianScene, extent: float) -> np.ndarray:
 def _pairing(ref: GaussianScene, other: GaussianScene, extent: float) -> tuple[np.ndarray, str]:
     """Index into `ref` for each Gaussian of `other`: identity when the order was kept."""
     n = len(ref)
-    same = (ref.means.double() - other.means.double()).abs().amax(dim=1)
-    if n == 0 or float(same.median()) <= 1e-3 * max(extent, 1e-12):
-        return np.arange(n), "index"
+    same = np.arange(n)
+    row_gap = (ref.means.double() - other.means.double()).abs().amax(dim=1)
+    if n == 0 or float(row_gap.max()) <= 1e-3 * max(extent, 1e-12):
+        return same, "index"  # every row where it was: the writer kept the order
     from scipy.spatial import cKDTree
 
-    dist, cand = cKDTree(_keys(ref, extent)).query(_keys(other, extent), k=min(4, n))
+    keys_ref, keys_other = _keys(ref, extent), _keys(other, extent)
+    dist, cand = cKDTree(keys_ref).query(keys_other, k=min(4, n))
     dist, cand = np.atleast_2d(dist.T).T, np.atleast_2d(cand.T).T  # [M,K] even when K = 1
+    # The row of the same index is a candidate too, first: a writer that kept the order (or
+    # most of it) is paired row for row wherever that is as good as any other pairing.
+    cand = np.concatenate([same[:, None], cand], axis=1)
+    dist = np.concatenate([np.linalg.norm(keys_ref - keys_other, axis=1)[:, None], dist], axis=1)
     # Gaussians of a tiled or duplicated scene share position, colour, opacity and scale, so
     # the keys alone can pair the wrong twin. Among the nearest candidates pick the one that also
     # agrees on rotation and the higher SH bands, each difference measured against its typical
-    # size in this file (the median over first candidates: the format's quantisation noise).
+    # size in this file (the median over nearest candidates: the format's quantisation noise).
     qa, qb = ref.normalized_quats.double(), other.normalized_quats.double()
     k = min(ref.sh.shape[1], other.sh.shape[1])
     terms = []
@@ -61,10 +67,11 @@ def _pairing(ref: GaussianScene, other: GaussianScene, extent: float) -> tuple[n
             sh = diff.abs().flatten(2).amax(-1)
         terms.append(torch.stack([torch.from_numpy(dist[lo : lo + 65536]), rot, sh]))
     t = torch.cat(terms, dim=1)  # [3,M,K]
-    scale = t[:, :, 0].median(dim=1).values.clamp_min(1e-12)[:, None, None]
-    pick = (t / scale).sum(0).argmin(1, keepdim=True)  # [M,1]
-    best = torch.from_numpy(cand).gather(1, pick).squeeze(1).numpy()
-    return best, "nearest"
+    scale = t[:, :, 1].median(dim=1).values.clamp_min(1e-12)[:, None, None]
+    cost = (t / scale).sum(0)
+    cost[:, 1:] += 1e-9  # an exact tie goes to the same index
+    best = torch.from_numpy(cand).gather(1, cost.argmin(1, keepdim=True)).squeeze(1).numpy()
+    return best, "index" if np.array_equal(best, same) else "nearest"
 
 
 def scene_errors(reference: GaussianScene, other: GaussianScene) -> dict[str, float | str | int]:
