@@ -82,8 +82,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=S,
         metavar="N",
-        help="SOG output: k-means iterations for the colour / scale / SH codebooks (more is "
-        "closer to the source and slower; default 10)",
+        help="SOG output: k-means rounds of the SH palette (more is closer to the source and "
+        "slower; default 10)",
     )
     p.add_argument(
         "--time-budget",

@@ -94,7 +94,8 @@ class ExportOptions:
     `scene.with_sh_degree`, before saving)."""
 
     spz_version: int = 3  # SPZ 2 or 3 (gzip) or 4 (NGSP container, zstd streams)
-    sog_iterations: int = 10  # k-means iterations for SOG's scale / colour / SH codebooks
+    sog_iterations: int = 10  # k-means rounds of the SOG SH palette (scale and colour codebooks
+    # use an exact 1-D quantiser)
 
     def __post_init__(self) -> None:
         if self.spz_version not in (2, 3, 4):
