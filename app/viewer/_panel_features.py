@@ -32,9 +32,12 @@ from fields.features import lift as lift_field
 
 from .._paths import confine, display
 from ._jobs import JobCancelled
+from ._panel_file import confirm_overwrite
 from ._state import FIELD
 
 if TYPE_CHECKING:
+    import viser
+
     from ._app import ViewerApp
 
 _log = logging.getLogger(__name__)
@@ -152,7 +155,7 @@ class FeaturesPanel:
             )
         )
         self.save_button.on_click(
-            app.action("Save features")(lambda _e: self.save(self.path.value))
+            app.action("Save features")(lambda e: self.save(self.path.value, client=e.client))
         )
         self._last_source = state.source
         state.on_change(self._on_state)
@@ -227,12 +230,32 @@ class FeaturesPanel:
             raise
         return field
 
-    def save(self, text: str | None = None, *, overwrite: bool = False) -> Path:
-        """Save the current scene's field, bound to it (its count and geometry fingerprint)."""
+    def save(
+        self,
+        text: str | None = None,
+        *,
+        overwrite: bool = False,
+        client: viser.ClientHandle | None = None,
+    ) -> Path | None:
+        """Save the current scene's field, bound to it (its count and geometry fingerprint). An
+        existing file is replaced only after the user confirms in `client`'s browser (returns
+        None while asking; without a browser to ask: FileExistsError)."""
         field = self.current()
         if field is None:
             raise ValueError("there are no features to save")
         path = confine(self.path.value if text is None else text, self.app.root)
+        if path.exists() and not overwrite:
+            if client is None:
+                raise FileExistsError(f"{display(path, self.app.root)} exists; confirm to replace")
+            confirm_overwrite(
+                self.app,
+                client,
+                path,
+                "an existing file",
+                lambda: self.save(text, overwrite=True, client=client),
+                title="Save features",
+            )
+            return None
         out = field.bind(self.app.state.scene).save(path, overwrite=overwrite)
         self.app.notify("Features saved", display(out, self.app.root))
         return out

@@ -223,10 +223,50 @@ def test_load_save_and_distil(make_viewer, scene, tmp_path):
     assert fp.current() is not None and not app.query_panel.select_button.disabled
     out = fp.save("copy.features.safetensors")
     assert out.is_file()
+    before = out.read_bytes()
     with pytest.raises(FileExistsError):
-        fp.save("copy.features.safetensors")
+        fp.save("copy.features.safetensors")  # no browser to ask: refused, file untouched
+    assert out.read_bytes() == before
+    client = _ModalClient()
+    assert fp.save("copy.features.safetensors", client=client) is None  # asks first
+    assert client.asked == ["Overwrite?"] and out.read_bytes() == before
+    out.write_bytes(b"stale")
+    client.buttons["Overwrite"]()  # the user confirms
+    assert out.read_bytes() != b"stale" and fp.load("copy.features.safetensors") is not None
     with pytest.raises(ValueError):
         fp.load("../outside.safetensors")
+
+
+class _ModalClient:
+    """Just enough of a viser client for `confirm_overwrite`: records the modal and its
+    buttons' click handlers."""
+
+    def __init__(self) -> None:
+        import contextlib
+        import types
+
+        self.asked: list[str] = []
+        self.buttons: dict = {}
+        outer = self
+
+        class _Button:
+            def __init__(self, label: str) -> None:
+                self.label = label
+
+            def on_click(self, fn):
+                outer.buttons[self.label] = lambda: fn(types.SimpleNamespace(client=outer))
+                return fn
+
+        @contextlib.contextmanager
+        def add_modal(title: str):
+            outer.asked.append(title)
+            yield types.SimpleNamespace(close=lambda: None)
+
+        self.gui = types.SimpleNamespace(
+            add_modal=add_modal,
+            add_markdown=lambda *a, **k: None,
+            add_button=lambda label, **k: _Button(label),
+        )
 
 
 def test_view_and_demo_take_the_feature_options(tmp_path):
