@@ -4,6 +4,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,12 @@ from pathlib import Path
 import pytest
 
 _REPO = Path(__file__).resolve().parents[1]
+
+# A suite started in the background (`cmd &`, nohup) inherits SIGINT *ignored*, and so would every
+# process a test starts: the Ctrl-C tests would then wait forever. Handle it as a terminal does
+# (children get the default again at exec).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def splat_transform_path() -> str | None:

@@ -174,7 +174,7 @@ def test_query_region_holds_the_object_and_not_the_others(world, query):
         # cells elsewhere), most within one or two.
         pts = scene.means[labels == obj.label]
         gap = (region.centers[:, None] - pts[None]).abs().amax(-1).amin(1) / cell
-        assert float(gap.max()) < 4.5 and float(gap.median()) < 1.5, (obj.name, gap)
+        assert float(gap.max()) < 6.0 and float(gap.median()) < 1.5, (obj.name, gap)
     # A query's region decides a Gaussian selection: the whole table minus what sits on it.
     table = query.region("table").contains(scene.means)
     assert float(table[labels == 0].float().mean()) > 0.8
