@@ -245,8 +245,6 @@ class FeaturesPanel:
             raise ValueError("there are no features to save")
         path = confine(self.path.value if text is None else text, self.app.root)
         if path.exists() and not overwrite:
-            if client is None:
-                raise FileExistsError(f"{display(path, self.app.root)} exists; confirm to replace")
             confirm_overwrite(
                 self.app,
                 client,

@@ -190,10 +190,6 @@ class FilePanel:
                 what = "an existing file"
             else:
                 what = f"not there, but its side file `{display(existing[0], self.app.root)}` is"
-            if client is None:
-                raise FileExistsError(
-                    f"{display(path, self.app.root)} is {what}; confirm to overwrite"
-                )
             confirm_overwrite(
                 self.app,
                 client,
@@ -242,8 +238,6 @@ class FilePanel:
         path = self.resolve_project(text)
         shown = display(path, self.app.root)
         if path.exists() and not confirmed:
-            if client is None:
-                raise FileExistsError(f"{shown} exists; confirm to overwrite")
             confirm_overwrite(
                 self.app,
                 client,
@@ -315,15 +309,18 @@ class FilePanel:
 
 def confirm_overwrite(
     app: ViewerApp,
-    client: viser.ClientHandle,
+    client: viser.ClientHandle | None,
     path: Path,
     what: str,
     then: Callable[[], object],
     title: str = "Save",
 ) -> None:
     """Ask in `client`'s browser whether to replace `path` (`what` it is); run `then` on yes.
-    Errors in `then` become a notification titled `title`."""
+    Errors in `then` become a notification titled `title`. Without a browser to ask (`client`
+    None: a script or test) nothing is replaced: FileExistsError."""
     shown = display(path, app.root)
+    if client is None:
+        raise FileExistsError(f"{shown} is {what}; confirm to overwrite")
     with client.gui.add_modal("Overwrite?") as modal:
         client.gui.add_markdown(f"`{shown}` is {what}. Replace it?")
         yes = client.gui.add_button("Overwrite", color="red")

@@ -309,8 +309,6 @@ class GraspPanel:
         if path.suffix.lower() != ".json":
             raise ValueError(f"{text!r}: grasps are written as .json")
         if path.exists() and not confirmed:
-            if client is None:
-                raise FileExistsError(f"{display(path, self.app.root)} exists; confirm to replace")
             confirm_overwrite(
                 self.app,
                 client,
