@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+FORMAT = "scenelab.project"
+VERSION = 1
 MANIFEST = "manifest.json"
 TENSORS = "tensors.safetensors"
 MAX_MANIFEST_BYTES = 64 << 20  # a manifest holds names, metas, grasps: megabytes at most
@@ -617,7 +619,6 @@ class _Crc:
 
 
 def check_manifest_version(manifest: dict[str, Any], path: Path) -> None:
-    from .project import FORMAT, VERSION  # one place for the numbers
 
     if manifest.get("format") != FORMAT:
         raise fail(path, f"not a scenelab project (manifest format {manifest.get('format')!r})")

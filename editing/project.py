@@ -65,6 +65,8 @@ from fields.features import FeatureField
 from fields.formats import write_files
 
 from ._project_io import (
+    FORMAT,
+    VERSION,
     ProjectFormatError,
     Resolver,
     TensorPool,
@@ -96,8 +98,6 @@ __all__ = [
 ]
 
 PROJECT_SUFFIX = ".scenelab"
-FORMAT = "scenelab.project"
-VERSION = 1
 _SCENE_FIELDS = ("means", "quats", "scales", "opacities", "sh")
 _log = logging.getLogger(__name__)
 
