@@ -8,7 +8,7 @@ that puts the centre of its base on the table top.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -88,6 +88,13 @@ class WorldConfig:
     """Largest camera distance from the centre of the object area."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """RGB background of the written images."""
+    carve_support: bool = True
+    """Leave the table top bare under each object, as a real capture does (no camera sees the
+    wood under a mug): top-face samples with a part of an object less than `carve_height` above
+    them (within one object spacing sideways) are dropped. `make_world(..., without=[name])`
+    then shows what a perfect removal of that object restores."""
+    carve_height: float = 0.01
+    """How close above the table top an object must come to hide the wood under it."""
 
     def __post_init__(self) -> None:
         lo, hi = self.n_objects
@@ -214,10 +221,12 @@ class World:
     scene: GaussianScene
     label_names: dict[int, str]
     table: WorldObject
-    objects: tuple[WorldObject, ...]  # objects[i].label == i + 1
+    objects: tuple[WorldObject, ...]  # in label order; labels 1.. as in the full world
     cameras: list[Camera]
     seed: int
     config: WorldConfig = field(default_factory=WorldConfig)
+    without: tuple[str, ...] = ()  # objects of the seed's world left out (`make_world(without=)`)
+    framed: tuple[WorldObject, ...] = ()  # every object of the seed's world: what the rig frames
 
     @property
     def table_top_z(self) -> float:
@@ -231,19 +240,26 @@ class World:
 
     def describe(self) -> dict[str, Any]:
         """JSON-able generator record (stored in `scene.meta["generator"]`)."""
-        return _generator_record(self.seed, self.config, self.table, self.objects)
+        return _generator_record(self.seed, self.config, self.table, self.objects, self.without)
 
 
 def _generator_record(
-    seed: int, config: WorldConfig, table: WorldObject, objects: tuple[WorldObject, ...]
+    seed: int,
+    config: WorldConfig,
+    table: WorldObject,
+    objects: tuple[WorldObject, ...],
+    without: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    return {
+    record = {
         "name": "scenelab.synthetic",
         "seed": seed,
         "config": config.to_json(),
         "table": table.describe(),
         "objects": [o.describe() for o in objects],
     }
+    if without:
+        record["without"] = list(without)
+    return record
 
 
 # ---------------------------------------------------------------------------------- layout
@@ -389,6 +405,28 @@ def _table(
     return record, _splats(merged, np.concatenate(spacing), rgb, 0, config, rng)
 
 
+def _carve_top(
+    table_splats: dict[str, np.ndarray],
+    object_splats: list[dict[str, np.ndarray]],
+    config: WorldConfig,
+) -> dict[str, np.ndarray]:
+    """The table's splats without the top-face ones hidden under an object: an object splat
+    less than `config.carve_height` above the top lies within one object spacing (in x, y)."""
+    from scipy.spatial import cKDTree
+
+    top = config.table_height
+    low = [o["means"][o["means"][:, 2] < top + config.carve_height] for o in object_splats]
+    above = np.concatenate([np.zeros((0, 3)), *low])[:, :2]
+    if len(above) == 0:
+        return table_splats
+    pts = table_splats["means"]
+    on_top = (np.abs(pts[:, 2] - top) < 1e-6) & (table_splats["rot"][:, 2, 2] > 0.5)
+    dist, _ = cKDTree(above).query(pts[on_top, :2], distance_upper_bound=config.object_spacing)
+    keep = np.ones(len(pts), dtype=bool)
+    keep[np.flatnonzero(on_top)[np.isfinite(dist)]] = False
+    return {k: v[keep] for k, v in table_splats.items()}
+
+
 def _object(
     model: ObjectModel,
     name: str,
@@ -437,12 +475,18 @@ def _unique_name(kind: str, taken: set[str]) -> str:
     return name
 
 
-def make_world(seed: int, *, config: WorldConfig | None = None) -> World:
+def make_world(
+    seed: int, *, config: WorldConfig | None = None, without: Sequence[str] = ()
+) -> World:
     """A random tabletop world, fully determined by `seed` (and `config`).
 
-    Returns the labelled Gaussians, the analytic table and objects (label i+1 for objects[i]) and
-    the camera rig. Same seed, same world (bit for bit on one platform); the density fields of
-    `config` change only the sampling, never which objects appear or where."""
+    Returns the labelled Gaussians, the analytic table and objects (label i+1 for the seed's
+    i-th object) and the camera rig. Same seed, same world (bit for bit on one platform); the
+    density fields of `config` change only the sampling, never which objects appear or where.
+
+    `without` names objects to leave out: the same table, layout, colours, label ids and cameras,
+    every other Gaussian bit for bit the same, and the table top fully sampled where they stood —
+    the ground truth of a perfect removal. Unknown names raise `ValueError`."""
     if int(seed) < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
     config = config or WorldConfig()
@@ -459,24 +503,45 @@ def make_world(seed: int, *, config: WorldConfig | None = None) -> World:
     hx, hy = 0.5 * table.params["size_x"], 0.5 * table.params["size_y"]
     poses = _place(models, hx, hy, config, np.random.default_rng(layout_ss))
 
-    parts = [table_splats]
+    names: list[str] = []
+    for model in models:
+        names.append(_unique_name(model.kind, {"table", *names}))
+    left_out = tuple(dict.fromkeys(str(w) for w in without))
+    unknown = [w for w in left_out if w not in names]
+    if unknown:
+        raise ValueError(
+            f"cannot leave out {unknown}: the world of seed {seed} holds {names} (and the table, "
+            "which stays)"
+        )
+
+    object_parts: list[dict[str, np.ndarray]] = []
+    all_objects: list[WorldObject] = []
     objects: list[WorldObject] = []
     label_names = {0: "table"}
     part_names: dict[int, str] = {}  # world part id -> name ("handle")
-    for label, (model, color, (x, y, yaw)) in enumerate(
-        zip(models, color_names, poses, strict=True), 1
+    n_parts = 0
+    for label, (model, name, color, (x, y, yaw)) in enumerate(
+        zip(models, names, color_names, poses, strict=True), 1
     ):
-        name = _unique_name(model.kind, set(label_names.values()))
         T = pose_matrix(yaw, (x, y, config.table_height))
         record, splats = _object(model, name, label, color, T, config, sample_rngs[label])
+        all_objects.append(record)
         local = splats["part"].copy()  # object-local part index -> world part id
+        ids: dict[int, str] = {}
         for i, part in enumerate(model.part_names):
             if part is not None:
-                part_names[len(part_names)] = part
-                splats["part"][local == i] = len(part_names) - 1
+                ids[n_parts] = part
+                splats["part"][local == i] = n_parts
+                n_parts += 1
+        if name in left_out:  # part ids stay those of the full world
+            continue
+        part_names.update(ids)
         objects.append(record)
-        parts.append(splats)
+        object_parts.append(splats)
         label_names[label] = name
+    if config.carve_support:
+        table_splats = _carve_top(table_splats, object_parts, config)
+    parts = [table_splats, *object_parts]
 
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     quats = rotmat_to_quat(torch.from_numpy(cat["rot"])).float()
@@ -485,7 +550,7 @@ def make_world(seed: int, *, config: WorldConfig | None = None) -> World:
         "part_names": {str(k): v for k, v in part_names.items()},
         "units": "m",
         "up": [0, 0, 1],
-        "generator": _generator_record(int(seed), config, table, tuple(objects)),
+        "generator": _generator_record(int(seed), config, table, tuple(objects), left_out),
     }
     scene = GaussianScene.from_activated(
         torch.from_numpy(cat["means"]).float(),
@@ -496,10 +561,21 @@ def make_world(seed: int, *, config: WorldConfig | None = None) -> World:
         extras={"label": torch.from_numpy(cat["label"]), "part": torch.from_numpy(cat["part"])},
         meta=meta,
     )
+    # The rig frames every object of the seed, present or not: the views never change.
     cameras = _rig(
-        objects, config.table_height, config, config.n_views, config.width, config.height
+        all_objects, config.table_height, config, config.n_views, config.width, config.height
     )
-    return World(scene, label_names, table, tuple(objects), cameras, int(seed), config)
+    return World(
+        scene,
+        label_names,
+        table,
+        tuple(objects),
+        cameras,
+        int(seed),
+        config,
+        left_out,
+        tuple(all_objects),
+    )
 
 
 def _object_area_centre(
@@ -554,4 +630,5 @@ def _rig(
 def make_cameras(world: World, n_views: int, width: int, height: int) -> list[Camera]:
     """The world's camera rig (any view count or image size): rings at the configured
     elevations, moved out from the configured distances until every object is in every view."""
-    return _rig(world.objects, world.table_top_z, world.config, n_views, width, height)
+    framed = world.framed or world.objects
+    return _rig(framed, world.table_top_z, world.config, n_views, width, height)

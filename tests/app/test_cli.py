@@ -57,6 +57,28 @@ def test_make_demo_refuses_to_overwrite(world_dir, capsys):
     assert "error" in capsys.readouterr().err
 
 
+def test_make_demo_without_writes_the_removal_ground_truth(world_dir, tmp_path, capsys):
+    names = json.loads((world_dir / "labels.json").read_text())
+    gone = names["1"]
+    out = tmp_path / "truth"
+    args = ["make-demo", str(out), "--seed", "3", "--views", "24", "--width", "64"]
+    assert main([*args, "--height", "48", "--without", gone]) == 0
+    truth = json.loads((out / "labels.json").read_text())
+    assert truth == {k: v for k, v in names.items() if k != "1"}
+    assert f"without {gone}" in capsys.readouterr().out
+    # Same views; the label maps no longer show the object.
+    a = json.loads((world_dir / "transforms.json").read_text())["frames"]
+    b = json.loads((out / "transforms.json").read_text())["frames"]
+    assert [f["transform_matrix"] for f in a] == [f["transform_matrix"] for f in b]
+    lab = np.stack(
+        [np.asarray(Image.open(out / "labels" / p.name)) for p in (out / "labels").iterdir()]
+    )
+    assert not (lab == 1).any()
+    assert main(["make-demo", str(tmp_path / "bad"), "--seed", "3", "--without", "unicorn"]) == 2
+    assert "cannot leave out ['unicorn']" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_render_command(world_dir, tmp_path, capsys):
     out = tmp_path / "renders"
     assert (

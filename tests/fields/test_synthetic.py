@@ -371,3 +371,66 @@ def test_write_world_overwrite_replaces_frames(tmp_path, world):
         "frame_00001.png",
     ]
     assert len(json.loads((out / "transforms.json").read_text())["frames"]) == 2
+
+
+# ------------------------------------------------------------------ carving and ground truth
+def _top_xy(world: World) -> np.ndarray:
+    """[T,2] x, y of the table-top Gaussians (label 0 on the top plane)."""
+    s = world.scene
+    m = (s.extras["label"] == 0) & ((s.means[:, 2] - world.table_top_z).abs() < 1e-5)
+    return s.means[m, :2].double().numpy()
+
+
+def test_table_top_is_bare_under_objects_like_a_capture():
+    world = make_world(3, config=PREVIEW)
+    full = make_world(3, config=WorldConfig.preview(carve_support=False))
+    top, full_top = _top_xy(world), _top_xy(full)
+    assert len(top) < len(full_top)
+    spacing = PREVIEW.table_spacing
+    for obj in world.objects:
+        d = np.linalg.norm(top - obj.position[:2], axis=1)
+        # The base disc of every object is bare: no top splat under its centre...
+        assert d.min() > spacing, obj.name
+        # ...while the wood around it is still there.
+        assert ((d > obj.footprint_radius + 2 * spacing) & (d < obj.footprint_radius + 0.1)).any()
+    # Carving only drops rows: the rest of the table is the uncarved world's, bit for bit.
+    kept = {tuple(p) for p in top}
+    assert kept <= {tuple(p) for p in full_top}
+
+
+def test_without_is_the_same_world_minus_the_object():
+    world = make_world(3, config=PREVIEW)
+    name = world.objects[1].name
+    gone = world.object_named(name)
+    truth = make_world(3, config=PREVIEW, without=[name])
+    assert truth.without == (name,)
+    assert name not in truth.label_names.values()
+    assert [o.name for o in truth.objects] == [o.name for o in world.objects if o.name != name]
+    # Same ids for the objects that stay, same cameras.
+    for o in truth.objects:
+        assert world.object_named(o.name).label == o.label
+    for a, b in zip(world.cameras, truth.cameras, strict=True):
+        assert torch.equal(a.viewmat, b.viewmat) and torch.equal(a.K, b.K)
+    # Every other object's Gaussians are bit-identical, parts included.
+    la, lb = world.scene.extras["label"], truth.scene.extras["label"]
+    for o in truth.objects:
+        for key in ("means", "scales", "quats", "opacities", "sh"):
+            assert torch.equal(
+                getattr(world.scene, key)[la == o.label], getattr(truth.scene, key)[lb == o.label]
+            )
+        assert torch.equal(
+            world.scene.extras["part"][la == o.label], truth.scene.extras["part"][lb == o.label]
+        )
+    assert not bool((lb == gone.label).any())
+    # The table is fully sampled where the object stood.
+    top = _top_xy(truth)
+    d = np.linalg.norm(top - gone.position[:2], axis=1)
+    assert d.min() < PREVIEW.table_spacing
+    assert truth.scene.meta["generator"]["without"] == [name]
+
+
+def test_without_rejects_unknown_names():
+    with pytest.raises(ValueError, match="cannot leave out"):
+        make_world(3, config=PREVIEW, without=["unicorn"])
+    with pytest.raises(ValueError, match="cannot leave out"):
+        make_world(3, config=PREVIEW, without=["table"])
