@@ -1,8 +1,9 @@
 """Editing: pure ops on selections of Gaussians, model-free selection, undo/redo history,
 grasp candidates (`editing.grasp`), SDS/DDS score distillation (`editing.score_distillation`),
-text edits of a selection (and of a NeRF inside a region, `nerf_text_edit`), object insertion
-and semantics that survive edits (`editing.semantics`); project files with autosave and
-crash recovery (`editing.project`).
+text edits of a selection (and of a NeRF inside a region, `nerf_text_edit`), object insertion,
+removal that fills what the object hid (`remove_object`), replacing one object with another
+(`replace_object`) and semantics that survive edits (`editing.semantics`); project files with
+autosave and crash recovery (`editing.project`).
 
 `editing` imports `fields` and never `app`; diffusers and transformers load only when a model
 is loaded.
@@ -33,6 +34,7 @@ from .insertion import (
     load_asset,
     place_object,
     place_on_support,
+    shape_prior,
     text_to_3d,
 )
 from .ops import check_mask, delete, duplicate, isolate, pivot_transform, recolor, transform, unhide
@@ -51,6 +53,8 @@ from .project import (
     recovery_path,
     save_project,
 )
+from .removal import Removal, RemovalConfig, remove_object
+from .replace import Footprint, Replacement, object_footprint, replace_object, replace_with_text
 from .score_distillation import (
     DistillationConfig,
     ScoreDistiller,
@@ -68,13 +72,23 @@ from .selection import (
     select_sphere,
     visible,
 )
-from .text_edit import TextEditConfig, edit_views, sample_edit_views, text_edit
+from .text_edit import (
+    TextEditConfig,
+    TextEditResult,
+    edit_views,
+    grow_box,
+    sample_edit_views,
+    text_edit,
+    text_edit_mask,
+    text_edit_result,
+)
 
 __all__ = [
     "PROJECT_SUFFIX",
     "Autosaver",
     "Bookmark",
     "DistillationConfig",
+    "Footprint",
     "Grasp",
     "GraspConfig",
     "GraspResult",
@@ -85,9 +99,13 @@ __all__ = [
     "Project",
     "ProjectFormatError",
     "Recovery",
+    "Removal",
+    "RemovalConfig",
+    "Replacement",
     "ScoreDistiller",
     "SupportPlane",
     "TextEditConfig",
+    "TextEditResult",
     "TextTo3DConfig",
     "check_mask",
     "combine",
@@ -102,6 +120,7 @@ __all__ = [
     "grasps_to_json",
     "gripper_mesh",
     "grow",
+    "grow_box",
     "insert_object",
     "is_project",
     "isolate",
@@ -112,6 +131,7 @@ __all__ = [
     "nerf_edit_views",
     "nerf_region",
     "nerf_text_edit",
+    "object_footprint",
     "pick",
     "pivot_transform",
     "pixel_ray",
@@ -122,6 +142,9 @@ __all__ = [
     "recolor",
     "recovery_dir",
     "recovery_path",
+    "remove_object",
+    "replace_object",
+    "replace_with_text",
     "sample_edit_views",
     "save_grasps",
     "save_project",
@@ -129,8 +152,11 @@ __all__ = [
     "select_rect",
     "select_sphere",
     "semantics",
+    "shape_prior",
     "surface_normals",
     "text_edit",
+    "text_edit_mask",
+    "text_edit_result",
     "text_to_3d",
     "transform",
     "unhide",

@@ -16,25 +16,22 @@ scene. Existing Gaussians keep their order and stay bit-identical; the object's 
 appended with a new `label` id whose name is added to `meta["label_names"]` (as in
 `fields.synthetic` worlds), so exports and language queries know it.
 
-Text-to-3D (`text_to_3d`) is LucidDreaming-style: Gaussians initialised in a user box are the
-only parameters; views around the box render them together with the frozen scene, and a score
-distiller's SDS loss on those renders drives them.
+Text-to-3D (`text_to_3d`, `editing._text_to_3d`, re-exported here) grows an object from a shape
+prior fitted to a user box with score distillation and rests it on the support under the box.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from fields import Camera, GaussianScene, orbit_cameras, render, up_vector
-from fields.scene import rgb_to_sh
+from fields import GaussianScene, up_vector
 
 from ._support import (
     SupportPlane,
@@ -42,6 +39,9 @@ from ._support import (
     find_free_spot,
     fit_support_plane,
 )
+
+# Text-to-3D lives in its own module (which imports this one lazily); re-exported where it started.
+from ._text_to_3d import TextTo3DConfig, shape_prior, text_to_3d
 
 __all__ = [
     "AssetNotFoundError",
@@ -55,6 +55,7 @@ __all__ = [
     "load_asset",
     "place_object",
     "place_on_support",
+    "shape_prior",
     "support_near",
     "text_to_3d",
 ]
@@ -290,203 +291,3 @@ def place_object(
     new_scene, mask = insert_object(scene, obj, T, name=name, label=label, features=features)
     label_id = int(new_scene.extras["label"][mask][0])
     return Placement(new_scene, mask, T, spot, plane, float(h.min()), name, label_id)
-
-
-# ---------------------------------------------------------------------------------- text-to-3D
-class Distiller(Protocol):
-    """What `text_to_3d` needs from a score distiller (`editing.score_distillation`)."""
-
-    def loss(
-        self,
-        images: Tensor,  # [B,3,H,W] in [0,1], requires grad
-        prompt: str,
-        *,
-        method: str = "sds",
-        progress: float = 0.0,
-        generator: torch.Generator | None = None,
-    ) -> Tensor: ...
-
-
-@dataclass(frozen=True)
-class TextTo3DConfig:
-    """How `text_to_3d` grows Gaussians in a box."""
-
-    n_gaussians: int = 2000
-    """Gaussians initialised in the box."""
-    steps: int = 300
-    """Optimisation steps (one batch of views each)."""
-    views_per_step: int = 1
-    """Views rendered per step (the batch the distiller scores)."""
-    size: int = 64
-    """Side of the square renders, pixels."""
-    lr: float = 0.02
-    """Adam learning rate of every parameter: colours and opacities (logits), positions (the
-    box's tanh coordinates) and log scales."""
-    init_scale: float = 0.08
-    """Initial splat standard deviation as a fraction of the box's smallest side."""
-    init_opacity: float = 0.5
-    """Initial opacity."""
-    init_color: tuple[float, float, float] = (0.6, 0.6, 0.6)
-    """Initial RGB."""
-    fov_deg: float = 50.0
-    """Vertical field of view of the views around the box."""
-    elevation_deg: tuple[float, float] = (10.0, 50.0)
-    """Range of view elevations above the plane orthogonal to up."""
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    """Background colour behind scene and object."""
-    context: bool = True
-    """Render the (frozen) scene together with the new Gaussians."""
-    seed: int = 0
-    """Seed of the initialisation, the views and the distiller's noise."""
-    up: Any = None
-    """World up ("+z", "-y", a vector); default: `fields.up_vector` (the scene's meta "up", else
-    -y)."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments passed on to `distiller.loss` (method, guidance...)."""
-
-    def __post_init__(self) -> None:
-        if self.n_gaussians < 1 or self.steps < 0 or self.views_per_step < 1:
-            raise ValueError("n_gaussians and views_per_step must be >= 1, steps >= 0")
-        if self.size < 8:
-            raise ValueError(f"size must be at least 8 pixels, got {self.size}")
-        if not 0 < self.init_opacity < 1:
-            raise ValueError("init_opacity must be in (0, 1)")
-
-
-def _box_parts(box: Any) -> tuple[Tensor, Tensor, Tensor]:
-    """(centre [3], size [3], R [3,3]) float64 from (centre, size) or (centre, size, R)."""
-    if len(box) not in (2, 3):
-        raise ValueError("box must be (centre [3], size [3]) or (centre, size, R [3,3])")
-    centre = torch.as_tensor(np.asarray(box[0], dtype=np.float64)).reshape(-1)
-    size = torch.as_tensor(np.asarray(box[1], dtype=np.float64)).reshape(-1)
-    R = torch.eye(3, dtype=torch.float64)
-    if len(box) == 3 and box[2] is not None:
-        R = torch.as_tensor(np.asarray(box[2], dtype=np.float64))
-    if centre.shape != (3,) or size.shape != (3,) or R.shape != (3, 3):
-        raise ValueError("box centre and size must be 3-vectors and R a 3x3 rotation")
-    if not bool((size > 0).all()) or not bool(torch.isfinite(centre).all()):
-        raise ValueError(f"box size must be positive, got {size.tolist()}")
-    if torch.dist(R @ R.T, torch.eye(3, dtype=torch.float64)) > 1e-4:
-        raise ValueError("box R must be a rotation matrix")
-    return centre, size, R
-
-
-def _views_around(
-    centre: Tensor, radius: float, up: np.ndarray, config: TextTo3DConfig, gen: torch.Generator
-) -> list[Camera]:
-    """`config.views_per_step` random views of the box's sphere (uniform azimuth and
-    elevation in `config.elevation_deg`)."""
-    n = config.views_per_step
-    lo, hi = config.elevation_deg
-    azimuths = 2 * math.pi * torch.rand(n, generator=gen, dtype=torch.float64)
-    elevations = lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64)
-    return orbit_cameras(
-        centre,
-        radius,
-        up,
-        azimuths,
-        elevations,
-        width=config.size,
-        height=config.size,
-        fov_deg=config.fov_deg,
-        name="t3d",
-    )
-
-
-def text_to_3d(
-    scene: GaussianScene,
-    box: Any,  # (centre [3], size [3]) or (centre [3], size [3], R [3,3] box-to-world)
-    distiller: Distiller,
-    prompt: str,
-    config: TextTo3DConfig | None = None,
-    *,
-    name: str | None = None,
-    on_step: Callable[[int, int, float], None] | None = None,  # (step, total, loss)
-    should_stop: Callable[[], bool] | None = None,
-) -> tuple[GaussianScene, Tensor]:
-    """Grow Gaussians for `prompt` inside `box`, LucidDreaming-style.
-
-    `config.n_gaussians` Gaussians start uniformly inside the ellipsoid inscribed in the box
-    (small isotropic splats, grey, half opaque); only their colours, opacities, scales and
-    positions (kept inside the box) are optimised, by `distiller.loss` on renders from views
-    around the box that show them together with the frozen scene. `should_stop()` ends early
-    (the result so far is returned). Returns (scene with them appended under a new label named
-    `name` or the prompt, bool mask of them)."""
-    config = config or TextTo3DConfig()
-    prompt = str(prompt).strip()
-    if not prompt:
-        raise ValueError("text_to_3d needs a prompt")
-    centre, size, R = _box_parts(box)
-    gen = torch.Generator().manual_seed(int(config.seed))
-    n = config.n_gaussians
-    # Uniform in the unit ball, squashed to the box's inscribed ellipsoid (box frame coords).
-    d = torch.randn(n, 3, generator=gen, dtype=torch.float64)
-    d = (
-        d
-        / d.norm(dim=1, keepdim=True)
-        * torch.rand(n, 1, generator=gen, dtype=torch.float64) ** (1 / 3)
-    )
-    half = 0.5 * size
-    local0 = (d * half).float()
-    dtype, dev = torch.float32, scene.device
-    R32, c32, half32 = R.to(dtype), centre.to(dtype), half.to(dtype)
-
-    # Parameters: box-frame position through tanh (never leaves the box), log scale, opacity
-    # logit and RGB logit.
-    pos = torch.atanh((local0 / half32).clamp(-0.95, 0.95)).to(dev).requires_grad_()
-    s0 = config.init_scale * float(size.min())
-    log_scale = torch.full((n, 3), math.log(s0), dtype=dtype, device=dev).requires_grad_()
-    opac = torch.full((n,), math.log(config.init_opacity / (1 - config.init_opacity)), device=dev)
-    opac.requires_grad_()
-    rgb0 = torch.tensor(config.init_color, dtype=dtype).clamp(0.02, 0.98)
-    color = torch.logit(rgb0).expand(n, 3).clone().to(dev).requires_grad_()
-    lr = config.lr
-    optim = torch.optim.Adam([color, opac, pos, log_scale], lr=lr)
-    quats = torch.zeros(n, 4, device=dev)
-    quats[:, 0] = 1.0
-    context = scene.detach() if config.context and len(scene) else None
-    if context is not None and "hidden" in context.extras:
-        hidden = context.extras["hidden"].bool()
-        context = context.subset(~hidden)
-    radius = float(half.norm())
-    up = up_vector(scene, override=config.up)
-    background = torch.tensor(config.background, dtype=dtype, device=dev)
-
-    def build() -> GaussianScene:
-        local = torch.tanh(pos) * half32.to(dev)
-        means = local @ R32.to(dev).T + c32.to(dev)
-        return GaussianScene(
-            means=means,
-            quats=quats,
-            scales=log_scale.clamp(math.log(1e-4 * radius), math.log(0.5 * radius)),
-            opacities=opac,
-            sh=rgb_to_sh(torch.sigmoid(color))[:, None, :],
-        )
-
-    loss_kwargs = {"method": "sds", **config.extra}
-    for step in range(config.steps):
-        if should_stop is not None and should_stop():
-            break
-        grown = build()
-        full = grown if context is None else GaussianScene.concat([context, grown])
-        cams = _views_around(centre, radius, up, config, gen)
-        images = torch.stack(
-            [render(full, cam, background=background).rgb.permute(2, 0, 1) for cam in cams]
-        )  # [B,3,H,W]
-        loss = distiller.loss(
-            images.clamp(0, 1),
-            prompt,
-            progress=step / max(1, config.steps),
-            generator=gen,
-            **loss_kwargs,
-        )
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        if on_step is not None:
-            on_step(step + 1, config.steps, float(loss.detach()))
-
-    with torch.no_grad():
-        grown = build().detach()
-    T = torch.eye(4, dtype=torch.float64)  # the Gaussians are already in world coordinates
-    return insert_object(scene, grown, T, name=name or prompt)

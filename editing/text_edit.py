@@ -12,6 +12,17 @@ the (detached) render of the unedited scene, so no gradient comes from pixels th
 not cover. DDS passes that unedited render of the same view as its source branch (the distiller
 uses the same noise and timestep for both). The result has the input's Gaussians in the input's
 order; unselected ones are bit-identical, extras and meta are carried.
+
+Edits that grow geometry (`TextEditConfig(densify=True)`, `editing._densify`): the selection's
+Gaussians become their own trainable rows after the frozen rest; they are cloned/split where
+the view-space gradient is high and pruned when transparent, their means kept in the selection's
+bounding box grown by `grow_margin` (`grow_box`), and GaussianEditor's anchor loss pulls each
+towards its state at birth / at the last densification. The result is the unselected Gaussians
+first, bit-identical and in order, then the object (extras copied from the row each grew from);
+`text_edit_mask` / `text_edit_result(...).mask` say which rows are the object now.
+
+    result = text_edit_result(scene, mask, distiller, replace(config, densify=True))
+    scene, selection = result.scene, result.mask
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from torch import Tensor
 
 from fields import Camera, GaussianScene, parse_up, render
 
+from ._densify import GrowingObject, MarginBox, object_learning_rates
 from ._edit_params import FIELDS, EditParams
 from ._views import sample_edit_views, selection_sphere
 from .ops import check_mask
@@ -99,6 +111,31 @@ class TextEditConfig:
     """Seeds the views, their order and the distiller's noise."""
     preview_every: int = 5
     """`on_step` receives a preview scene after the first step and every this many steps."""
+    densify: bool = False
+    """Grow geometry: the selection's Gaussians are cloned/split where the view-space gradient
+    is high and pruned when transparent, inside the `grow_margin` box, with the anchor loss
+    (`editing._densify`). Position, scale, rotation and opacity are then always optimised
+    (colour when `params` has it) and `preserve_weight` is replaced by `anchor_weight`. The
+    result lists the unselected Gaussians first, then the edited object (`text_edit_mask`)."""
+    densify_every: int = 20
+    """Steps between two densifications."""
+    densify_from: float = 0.1
+    """Fraction of the steps after which densification starts."""
+    densify_until: float = 0.75
+    """Fraction of the steps after which it stops (the last steps refine what was grown)."""
+    grad_threshold: float = 1.5
+    """Grow Gaussians whose mean view-space gradient exceeds this multiple of the object's mean
+    (relative: score-distillation gradients differ by orders of magnitude between models)."""
+    max_gaussians: float = 4.0
+    """Cap on the edited object's Gaussians, as a multiple of the selection's count."""
+    prune_opacity: float = 0.02
+    """Densification and the end of the edit drop the object's Gaussians below this opacity."""
+    grow_margin: float = 0.2
+    """The object may change shape within the selection's bounding box grown by this fraction of
+    its longest side on every side; its means are kept inside."""
+    anchor_weight: float = 1.0
+    """GaussianEditor's anchor loss: weight of the pull of each Gaussian's parameters towards its
+    anchor state (taken at birth and re-taken at every densification)."""
 
     def __post_init__(self) -> None:
         if not self.prompt.strip():
@@ -132,6 +169,23 @@ class TextEditConfig:
             parse_up(self.up)  # raises ValueError naming the problem
         if len(self.background) != 3:
             raise ValueError(f"background must be an RGB triple, got {self.background}")
+        if self.densify_every < 1:
+            raise ValueError(f"densify_every must be >= 1, got {self.densify_every}")
+        if not 0.0 <= self.densify_from <= self.densify_until <= 1.0:
+            raise ValueError(
+                "densify_from and densify_until must satisfy 0 <= from <= until <= 1, got "
+                f"{self.densify_from}, {self.densify_until}"
+            )
+        for name in ("grad_threshold", "grow_margin", "anchor_weight"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {v}")
+        if not (math.isfinite(self.max_gaussians) and self.max_gaussians >= 1):
+            raise ValueError(
+                f"max_gaussians (a multiple of the selection) must be >= 1, got {self.max_gaussians}"
+            )
+        if not 0.0 <= self.prune_opacity < 1.0:
+            raise ValueError(f"prune_opacity must be in [0, 1), got {self.prune_opacity}")
 
     def learning_rates(self, radius: float) -> dict[str, float]:
         return {
@@ -175,7 +229,14 @@ def load_edit_distiller(
 
 
 def edit_views(scene: GaussianScene, mask: Tensor, config: TextEditConfig) -> list[Camera]:
-    """The cameras `text_edit` samples its steps from."""
+    """The cameras `text_edit` samples its steps from (with `densify`, framing the whole
+    `grow_box` the object may grow into)."""
+    margin = config.margin
+    if config.densify:
+        _, radius = selection_sphere(scene, mask)
+        box = grow_box(scene, mask, config)
+        splat = float(scene.scales.detach()[mask].exp().amax(-1).median())
+        margin *= max(1.0, (box.half_diagonal + 3.0 * splat) / radius)
     return sample_edit_views(
         scene,
         mask,
@@ -185,8 +246,33 @@ def edit_views(scene: GaussianScene, mask: Tensor, config: TextEditConfig) -> li
         up=config.up,
         fov_deg=config.fov_deg,
         elevation_deg=config.elevation_deg,
-        margin=config.margin,
+        margin=margin,
     )
+
+
+def grow_box(scene: GaussianScene, mask: Tensor, config: TextEditConfig) -> MarginBox:
+    """The box a densifying edit keeps the object's means in: the selected means' bounding box
+    grown by `config.grow_margin` x its longest side on every side."""
+    mask = check_mask(scene, mask)
+    if not bool(mask.any()):
+        raise ValueError("the selection is empty: select the Gaussians to edit first")
+    return MarginBox.around(scene.means.detach()[mask], config.grow_margin)
+
+
+@dataclass
+class TextEditResult:
+    """What `text_edit_result` returns."""
+
+    scene: GaussianScene
+    """The edited scene (see `text_edit`)."""
+    mask: Tensor  # [N'] bool
+    """The edited object's Gaussians in `scene`: the new selection."""
+    rows: Tensor  # [N'] int64
+    """The input row each Gaussian of `scene` comes from (a grown one: its ancestor's)."""
+    born: int = 0
+    """Gaussians created by cloning or splitting (some may have been pruned again)."""
+    pruned: int = 0
+    """Gaussians of the object pruned as transparent."""
 
 
 def text_edit(
@@ -203,10 +289,120 @@ def text_edit(
     `on_step(step, steps, preview)` runs after every step (step counts from 1); `preview` is the
     edited scene so far after the first step and every `config.preview_every` steps (and the
     last), else None. When `should_stop()` turns true the loop ends and the scene edited so far
-    is returned (the caller decides whether to keep it). Renders on the scene's device."""
+    is returned (the caller decides whether to keep it). Renders on the scene's device.
+
+    Without `config.densify` the result has the input's Gaussians in the input's order. With
+    it, the first N - M rows are the unselected Gaussians in their order, bit-identical (every
+    field and extra), followed by the edited object's Gaussians (survivors in order, then the
+    new ones; extras copied from the row they grew from); previews have that layout too.
+    `text_edit_mask` (or `text_edit_result(...).mask`) gives the new selection."""
+    return text_edit_result(
+        scene, mask, distiller, config, on_step=on_step, should_stop=should_stop
+    ).scene
+
+
+def text_edit_result(
+    scene: GaussianScene,
+    mask: Tensor,  # [N] bool: the Gaussians to edit
+    distiller: Distiller,
+    config: TextEditConfig,
+    *,
+    on_step: OnStep | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TextEditResult:
+    """`text_edit`, also returning the new selection and where each row came from."""
     mask = check_mask(scene, mask)
     if not bool(mask.any()):
         raise ValueError("the selection is empty: select the Gaussians to edit first")
+    if config.densify:
+        return _grow_edit(scene, mask, distiller, config, on_step, should_stop)
+    edited = _edit(scene, mask, distiller, config, on_step, should_stop)
+    return TextEditResult(edited, mask.clone(), torch.arange(len(scene), device=mask.device))
+
+
+def text_edit_mask(
+    scene: GaussianScene,
+    mask: Tensor,  # [N] bool: the selection that was edited
+    result: GaussianScene,  # what `text_edit(scene, mask, ...)` returned
+) -> Tensor:  # [N'] bool
+    """The edited object's Gaussians in `result`: `mask` itself for an edit in place (same count,
+    unselected rows where they were), else the rows after the N - M unselected ones (a densifying
+    edit). Raises ValueError when `result` is neither layout of `scene` minus `mask`."""
+    mask = check_mask(scene, mask)
+    keep = ~mask
+    n_rest = int(keep.sum())
+
+    def same(rows_of_result: Tensor | slice) -> bool:
+        return all(
+            torch.equal(getattr(result, f)[rows_of_result], getattr(scene, f)[keep])
+            for f in ("means", "quats", "scales", "opacities", "sh")
+        )
+
+    if len(result) < n_rest or result.sh.shape[1:] != scene.sh.shape[1:]:
+        raise ValueError(
+            f"the result ({len(result)} Gaussians) is not a text edit of this scene and selection"
+        )
+    if len(result) == len(scene) and same(keep.to(result.device)):
+        return mask.clone()
+    if not same(slice(0, n_rest)):
+        raise ValueError(
+            "the result's unselected Gaussians differ from the scene's: it is not a text edit "
+            "of this scene and selection"
+        )
+    out = torch.zeros(len(result), dtype=torch.bool, device=mask.device)
+    out[n_rest:] = True
+    return out
+
+
+def _sources(
+    frozen: GaussianScene, cams: list[Camera], bg: Tensor, indicator: Tensor | None
+) -> Callable[[int], Tensor]:
+    """v -> [3,H,W] the unedited scene from view v (rendered once, when first asked)."""
+    cache: dict[int, Tensor] = {}
+
+    def source(v: int) -> Tensor:
+        if v not in cache:
+            with torch.no_grad():
+                out = render(frozen, cams[v], features=indicator, background=bg)
+            cache[v] = out.rgb.permute(2, 0, 1).clamp(0.0, 1.0).contiguous()
+        return cache[v]
+
+    return source
+
+
+def _distill(
+    distiller: Distiller,
+    config: TextEditConfig,
+    images: list[Tensor],  # B x [3,H,W] renders
+    srcs: list[Tensor],  # B x [3,H,W] the unedited scene from the same views
+    step: int,
+    gen: torch.Generator,
+) -> Tensor:
+    dds = config.method == "dds"
+    return distiller.loss(
+        torch.stack(images).clamp(0.0, 1.0),  # [B,3,H,W]
+        config.prompt,
+        method=config.method,
+        source_images=torch.stack(srcs) if dds else None,
+        source_prompt=config.source_prompt if dds else None,
+        progress=step / max(1, config.steps - 1),
+        generator=gen,
+    )
+
+
+def _preview_due(done: int, config: TextEditConfig) -> bool:
+    return done == 1 or done % config.preview_every == 0 or done == config.steps
+
+
+def _edit(
+    scene: GaussianScene,
+    mask: Tensor,  # [N] bool
+    distiller: Distiller,
+    config: TextEditConfig,
+    on_step: OnStep | None,
+    should_stop: Callable[[], bool] | None,
+) -> GaussianScene:
+    """The edit in place: only the chosen parameters of the selected rows change."""
     _, radius = selection_sphere(scene, mask)
     cams = edit_views(scene, mask, config)
     params = EditParams(scene, mask.nonzero().squeeze(1), config.params)
@@ -217,14 +413,7 @@ def text_edit(
     bg = torch.tensor(config.background, dtype=torch.float32, device=scene.device)
     gen = torch.Generator().manual_seed(int(config.seed))
     noise_gen = torch.Generator().manual_seed(int(config.seed) + 1)
-    sources: dict[int, Tensor] = {}
-
-    def source(v: int) -> Tensor:  # [3,H,W] the unedited scene from view v
-        if v not in sources:
-            with torch.no_grad():
-                out = render(frozen, cams[v], features=indicator, background=bg)
-            sources[v] = out.rgb.permute(2, 0, 1).clamp(0.0, 1.0).contiguous()
-        return sources[v]
+    source = _sources(frozen, cams, bg, indicator)
 
     steps = config.steps
     for step in range(steps):
@@ -241,17 +430,7 @@ def text_edit(
             # src + fp (rgb - src), not fp rgb + (1 - fp) src: exactly src where rgb == src.
             images.append(src + footprint * (rgb - src))
             srcs.append(src)
-        batch = torch.stack(images).clamp(0.0, 1.0)  # [B,3,H,W]
-        dds = config.method == "dds"
-        loss = distiller.loss(
-            batch,
-            config.prompt,
-            method=config.method,
-            source_images=torch.stack(srcs) if dds else None,
-            source_prompt=config.source_prompt if dds else None,
-            progress=step / max(1, steps - 1),
-            generator=noise_gen,
-        )
+        loss = _distill(distiller, config, images, srcs, step, noise_gen)
         if config.preserve_weight > 0:
             loss = loss + config.preserve_weight * params.preservation(radius)
         opt.zero_grad(set_to_none=True)
@@ -260,6 +439,100 @@ def text_edit(
         params.project()
         if on_step is not None:
             done = step + 1
-            due = done == 1 or done % config.preview_every == 0 or done == steps
-            on_step(done, steps, params.result() if due else None)
+            on_step(done, steps, params.result() if _preview_due(done, config) else None)
     return params.result()
+
+
+def _grow_edit(
+    scene: GaussianScene,
+    mask: Tensor,  # [N] bool
+    distiller: Distiller,
+    config: TextEditConfig,
+    on_step: OnStep | None,
+    should_stop: Callable[[], bool] | None,
+) -> TextEditResult:
+    """The densifying edit (`editing._densify`): the object's Gaussians are optimised as their own
+    rows after the frozen rest. Each view's loss image is the current render inside the
+    rectangle the grow box projects to and the unedited render outside it, so only pixels the
+    object may reach give gradients, and pixels it uncovers show what is behind it."""
+    index = mask.nonzero().squeeze(1)
+    rest_index = (~mask).nonzero().squeeze(1)
+    _, radius = selection_sphere(scene, mask)
+    box = grow_box(scene, mask, config)
+    cams = edit_views(scene, mask, config)
+    regions = [box.screen_region(c).to(scene.device) for c in cams]  # [1,H,W] each
+    lrs = config.learning_rates(radius)
+    obj = GrowingObject(
+        scene,
+        index,
+        object_learning_rates(
+            lrs["color"],
+            lrs["opacity"],
+            lrs["scale"],
+            lrs["position"],
+            color="color" in config.params,
+        ),
+        box,
+        radius,
+    )
+    shown = EditParams(scene, index, ("color",))  # renders hidden Gaussians transparent
+    with torch.no_grad():
+        frozen = shown.render_scene()
+    rest = {
+        name: getattr(frozen, name)[rest_index]
+        for name in ("means", "quats", "scales", "opacities", "sh")
+    }
+    rest_scene = scene.subset(rest_index)  # the result's first rows, bit-identical
+    bg = torch.tensor(config.background, dtype=torch.float32, device=scene.device)
+    gen = torch.Generator().manual_seed(int(config.seed))
+    noise_gen = torch.Generator().manual_seed(int(config.seed) + 1)
+    split_gen = torch.Generator().manual_seed(int(config.seed) + 2)
+    source = _sources(frozen, cams, bg, None)
+    cap = max(len(index), math.ceil(config.max_gaussians * len(index)))
+    steps = config.steps
+    first = math.ceil(config.densify_from * steps)
+    last = math.floor(config.densify_until * steps)
+
+    def result() -> GaussianScene:
+        grown = scene.subset(obj.parents).replace(**obj.detached())
+        return GaussianScene.concat([rest_scene, grown])
+
+    for step in range(steps):
+        if should_stop is not None and should_stop():
+            break
+        views = torch.randint(len(cams), (config.views_per_step,), generator=gen).tolist()
+        t = obj.render_tensors()
+        current = GaussianScene(**{k: torch.cat([rest[k], t[k]]) for k in rest})
+        images, srcs, outs = [], [], []
+        for v in views:
+            out = render(current, cams[v], background=bg)
+            out.retain_means2d_grad()
+            src = source(v)
+            images.append(src + regions[v] * (out.rgb.permute(2, 0, 1) - src))
+            srcs.append(src)
+            outs.append((out, cams[v]))
+        loss = _distill(distiller, config, images, srcs, step, noise_gen)
+        if config.anchor_weight > 0:
+            loss = loss + config.anchor_weight * obj.anchor_loss()
+        obj.params.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        k = len(obj)
+        for out, cam in outs:
+            grad2d = out.means2d_grad()
+            if grad2d is not None:
+                obj.accumulate(grad2d[-k:], out.radii[-k:], (cam.width, cam.height), len(views))
+        obj.params.optimizer.step()
+        obj.project()
+        done = step + 1
+        if first <= done <= last and done % config.densify_every == 0 and done < steps:
+            obj.densify(config.grad_threshold, cap, split_gen)
+            obj.prune(config.prune_opacity)
+            obj.reanchor()
+        if on_step is not None:
+            on_step(done, steps, result() if _preview_due(done, config) else None)
+    obj.prune(config.prune_opacity)
+    n_rest = len(rest_index)
+    new_mask = torch.zeros(n_rest + len(obj), dtype=torch.bool, device=mask.device)
+    new_mask[n_rest:] = True
+    rows = torch.cat([rest_index, obj.parents]).to(mask.device)
+    return TextEditResult(result(), new_mask, rows, born=obj.born, pruned=obj.pruned)

@@ -13,6 +13,7 @@ from . import (
     make_tiny_model,
     objects,
     query,
+    remove,
     render,
     save_project,
     train,
@@ -35,5 +36,6 @@ COMMANDS = {
     "grasp": grasp,
     "edit": edit,
     "insert": insert,
+    "remove": remove,
     "make-tiny-model": make_tiny_model,
 }

@@ -2,7 +2,11 @@
 latent diffusion model, and write the edited scene. The selection comes from a mask file
 (`scenelab query` writes one) or from a language query on a feature field. Only the selected
 Gaussians change (colour/SH by default; --params adds opacity, scale, position); every other
-Gaussian is bit-identical and keeps its place. The input file is never touched."""
+Gaussian is bit-identical and keeps its place. With --densify the edit grows geometry: the
+selection's Gaussians are cloned/split and pruned inside its bounding box grown by --margin, and
+the output lists the unselected Gaussians first (bit-identical, in order), then the edited
+object; --selection-out writes the object's mask in the output. The input file is never
+touched."""
 
 from __future__ import annotations
 
@@ -74,6 +78,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--up", default=None, help="world up: +z, -y, ... or x,y,z; unset: the scene's, else -y"
     )
+    p.add_argument(
+        "--densify",
+        action="store_true",
+        help="grow geometry: clone/split the selection's Gaussians where the gradient is high, "
+        "prune transparent ones (position, scale, rotation and opacity are then optimised too); "
+        "the output lists the rest first, then the edited object",
+    )
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="with --densify: the object may change shape within the selection's bounding box "
+        "grown by this fraction of its longest side on every side (default 0.2)",
+    )
+    p.add_argument(
+        "--max-gaussians",
+        type=float,
+        default=None,
+        help="with --densify: cap on the object's Gaussians, as a multiple of the selection's "
+        "(default 4)",
+    )
+    p.add_argument(
+        "--densify-every",
+        type=int,
+        default=None,
+        help="with --densify: steps between two densifications (default 20)",
+    )
+    p.add_argument(
+        "--anchor-weight",
+        type=float,
+        default=None,
+        help="with --densify: pull of each Gaussian towards its anchor state (GaussianEditor's "
+        "anchor loss; default 1)",
+    )
+    p.add_argument(
+        "--selection-out",
+        type=Path,
+        default=None,
+        help="write the edited object's bool [N'] mask in the output scene here (.npy)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seeds views and noise")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu or cuda")
     p.add_argument("--out", type=Path, required=True, help="output scene (.ply or .splat)")
@@ -83,7 +127,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from editing import TextEditConfig, text_edit
+    from editing.text_edit import TextEditConfig, text_edit_result
     from fields import load_scene, save_scene
 
     out, src = args.out, args.scene
@@ -93,6 +137,27 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must end in .ply or .splat, got {out.name}")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists (pass --overwrite to replace it)")
+    sel_out = args.selection_out
+    if sel_out is not None:
+        if sel_out.suffix.lower() != ".npy":
+            raise ValueError(f"--selection-out must end in .npy, got {sel_out.name}")
+        if sel_out.exists() and not args.overwrite:
+            raise FileExistsError(f"{sel_out} exists (pass --overwrite to replace it)")
+        if args.selection is not None and sel_out.resolve() == args.selection.resolve():
+            raise ValueError(
+                f"--selection-out {sel_out} is the input selection; it is never overwritten"
+            )
+    grow = {
+        "grow_margin": args.margin,
+        "max_gaussians": args.max_gaussians,
+        "densify_every": args.densify_every,
+        "anchor_weight": args.anchor_weight,
+    }
+    grow = {k: v for k, v in grow.items() if v is not None}
+    if grow and not args.densify:
+        raise ValueError(
+            "--margin, --max-gaussians, --densify-every and --anchor-weight need --densify"
+        )
     if args.select is not None and args.features is None:
         raise ValueError("--select needs --features (a feature field of the scene)")
     params = tuple(p.strip() for p in args.params.split(",") if p.strip())
@@ -110,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
         up=up,
         seed=args.seed,
         preview_every=max(1, args.steps // 10),
+        densify=args.densify,
+        **grow,
     )
     device = args.device
     if device == "auto":
@@ -131,9 +198,17 @@ def run(args: argparse.Namespace) -> int:
             dt = time.perf_counter() - t1
             print(f"step {step}/{steps} ({dt:.1f} s)", flush=True)
 
-    edited = text_edit(scene.to(device), mask.to(device), distiller, config, on_step=on_step)
-    save_scene(edited.to("cpu"), out, overwrite=args.overwrite)
-    print(f"edited in {time.perf_counter() - t1:.1f} s -> {out}")
+    res = text_edit_result(scene.to(device), mask.to(device), distiller, config, on_step=on_step)
+    save_scene(res.scene.to("cpu"), out, overwrite=args.overwrite)
+    grew = ""
+    if args.densify:
+        grew = f"; the object has {int(res.mask.sum())} Gaussians (was {int(mask.sum())})"
+    print(f"edited in {time.perf_counter() - t1:.1f} s -> {out}{grew}")
+    if sel_out is not None:
+        import numpy as np
+
+        np.save(sel_out, res.mask.cpu().numpy())
+        print(f"selection of the edited object -> {sel_out}")
     return 0
 
 

@@ -9,7 +9,9 @@ Writes OUT (the input is never touched) and, with --features, the updated featur
 it (OUT's stem + .features.safetensors) so `scenelab query` finds the new object by its name.
 
 Text-to-3D: --text "a red apple" --box cx,cy,cz,sx,sy,sz --model DIFFUSERS_MODEL_OR_DIR
-[--steps N] grows Gaussians in the box with score distillation (slow on a CPU).
+[--steps N] [--init ellipsoid|box|ASSET] [--no-densify] [--method sds|vsd] [--no-support] grows
+an object in the box with score distillation (slow on a CPU) from a shape prior, densifying as
+it goes, and rests it on the support under the box.
 """
 
 from __future__ import annotations
@@ -50,6 +52,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     what.add_argument("--model", default=None, help="diffusers model id or folder (text-to-3D)")
     what.add_argument("--steps", type=int, default=300, help="text-to-3D optimisation steps")
+    what.add_argument(
+        "--init",
+        default="ellipsoid",
+        help="text-to-3D start shape fitted to the box: 'ellipsoid' (flat splats on the "
+        "inscribed ellipsoid), 'box' (a uniform cloud) or an asset (bundled name or "
+        "object scene file) whose shape is scaled into the box",
+    )
+    what.add_argument(
+        "--no-densify",
+        action="store_true",
+        help="text-to-3D: keep the initial Gaussian count (no clone/split/prune while optimising)",
+    )
+    what.add_argument(
+        "--method",
+        choices=("sds", "vsd"),
+        default=None,
+        help="text-to-3D score distillation: sds, or vsd (ProlificDreamer, trains a LoRA of the "
+        "UNet; slower); default vsd on CUDA when the model supports it, else sds",
+    )
+    what.add_argument(
+        "--no-support",
+        action="store_true",
+        help="text-to-3D: leave the object where it grew instead of resting it on the support "
+        "under the box",
+    )
     where = p.add_argument_group("where")
     where.add_argument("--on", default=None, help="support by language query (needs --features)")
     where.add_argument("--on-selection", type=Path, default=None, help="support: bool [N] .npy")
@@ -198,9 +225,19 @@ def _text_to_3d(args, scene):
         from editing.score_distillation import load_distiller
     except ImportError as e:
         raise ValueError(f"text-to-3D needs editing.score_distillation ({e})") from None
+    init = args.init
+    if init not in ("ellipsoid", "box"):
+        init = str(resolve_asset(init))  # before the (slow) model load: a typo fails fast
     distiller = load_distiller(args.model)
     box = (np.asarray(args.box[:3]), np.asarray(args.box[3:]))
-    config = editing.TextTo3DConfig(steps=args.steps, seed=args.seed)
+    config = editing.TextTo3DConfig(
+        steps=args.steps,
+        seed=args.seed,
+        init=init,
+        densify=not args.no_densify,
+        method=args.method,
+        on_support=not args.no_support,
+    )
 
     def on_step(step: int, total: int, loss: float) -> None:
         if step == total or step % max(1, total // 20) == 0:
@@ -210,5 +247,9 @@ def _text_to_3d(args, scene):
         scene, box, distiller, args.text, config, name=args.name, on_step=on_step
     )
     name = args.name or args.text
-    report = f"grew {name!r} ({int(mask.sum()):,} Gaussians) in the box at {args.box[:3]}"
+    record = new_scene.meta["inserted"][-1]
+    report = (
+        f"grew {name!r} ({int(mask.sum()):,} Gaussians, {record['method']}, init "
+        f"{args.init}) in the box at {args.box[:3]}: {record['support_note']}"
+    )
     return new_scene, mask, name, report

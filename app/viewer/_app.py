@@ -304,7 +304,11 @@ class ViewerApp:
                 return None
             t0 = time.perf_counter()
             frame = self._buffer.build(
-                snap.shown, snap.selection, snap.color_mode, snap.values, budget=self._budget
+                snap.shown,
+                snap.shown_selection,
+                snap.color_mode,
+                snap.shown_values,
+                budget=self._budget,
             )
             buf = frame.buffer
             if buf.shape[0] == 0:

@@ -47,11 +47,11 @@ def overlay_image(snapshot: Snapshot, camera: Camera, mode: str) -> np.ndarray: 
         return np.full((h, w, 3), 255, np.uint8)
     features = None
     if mode == "selection":
-        features = snapshot.selection.to(scene.device).float()[:, None]
+        features = snapshot.shown_selection.to(scene.device).float()[:, None]
     elif mode == "values":
-        if snapshot.values is None:
+        if snapshot.shown_values is None:
             raise ValueError("no per-Gaussian values to show; compute some first")
-        v = normalize_values(snapshot.values.numpy())
+        v = normalize_values(snapshot.shown_values.numpy())
         features = torch.from_numpy(v).to(scene.device)[:, None]
     with torch.no_grad():
         out = render(scene, camera, features=features)

@@ -1,6 +1,7 @@
-"""The "Edit" folder: ops on the selection — delete, isolate / show all, recolour, move / rotate /
-scale with a gizmo, duplicate. Each op is a pure function from `editing` recorded as one step of
-the undo history (`ViewerState.apply`)."""
+"""The "Edit" folder: ops on the selection — delete, remove (fill), isolate / show all, recolour,
+move / rotate / scale with a gizmo, duplicate. Each op is a pure function from `editing` recorded
+as one step of the undo history (`ViewerState.apply`); "Remove (fill)" runs as a job
+(`editing.removal.remove_object`: delete the object, fill the surface it hid)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import torch
 import viser
 
 import editing
+from editing.removal import Removal, RemovalConfig, remove_object
 from fields.scene import quat_to_rotmat
 
-from ._state import SCENE, SELECTION
+from ._jobs import Job, JobContext
+from ._state import SCENE, SELECTION, NothingSelectedError
 
 if TYPE_CHECKING:
     from ._app import ViewerApp
@@ -35,6 +38,12 @@ class EditPanel:
         gui = app.server.gui
         with gui.add_folder("Edit") as self.folder:
             self.delete_button = gui.add_button("Delete", color="red")
+            self.remove_button = gui.add_button(
+                "Remove (fill)",
+                color="red",
+                hint="Delete the selected object and fill the surface it stood on or hid with "
+                "new Gaussians that continue the surrounding texture (no model weights).",
+            )
             self.isolate_button = gui.add_button("Isolate", hint="Hide everything else")
             self.unhide_button = gui.add_button("Show all")
             self.duplicate_button = gui.add_button(
@@ -53,6 +62,8 @@ class EditPanel:
                 self.scale_button = gui.add_button("Scale about gizmo")
 
         self.delete_button.on_click(app.action("Delete")(lambda _e: self.delete()))
+        self.remove_button.on_click(app.action("Remove (fill)")(lambda _e: self.remove_fill()))
+        self.last_removal: Removal | None = None
         self.isolate_button.on_click(app.action("Isolate")(lambda _e: self.isolate()))
         self.unhide_button.on_click(app.action("Show all")(lambda _e: self.unhide()))
         self.duplicate_button.on_click(app.action("Duplicate")(lambda _e: self.duplicate()))
@@ -86,6 +97,44 @@ class EditPanel:
             return new
 
         return len(self.app.state.apply(f"delete {n:,}", op))
+
+    def remove_fill(self, config: RemovalConfig | None = None) -> Job:
+        """Remove the selection and fill its hole, as a job; the result lands as one history
+        step (nothing selected, so the fill shows as it looks) unless the scene changed
+        meanwhile."""
+        snap = self.app.state.snapshot()
+        if snap.n_selected == 0:
+            raise NothingSelectedError("Remove (fill): nothing is selected")
+        scene, sel = snap.scene, snap.selection.clone()
+        config = config or RemovalConfig(up=self.app.up)
+        n = int(sel.sum())
+
+        def job(ctx: JobContext) -> Removal:
+            ctx.progress(0.05, f"removing {n:,} Gaussians and finding the surfaces they hid")
+            result = remove_object(scene, sel, config, should_stop=ctx.cancelled)
+            ctx.check()
+            fill = result.fill.cpu()
+
+            def op(current, _sel):
+                if current is not scene:
+                    raise RuntimeError("the scene changed meanwhile; remove again")
+                # Kept rows, then the fill: new Gaussians (-1), outside every named selection.
+                rows = torch.cat([(~sel).nonzero().squeeze(1), torch.full((int(fill.sum()),), -1)])
+                self.app.derive(current, result.scene, index=rows, changed=fill)
+                return result.scene, torch.zeros(len(result.scene), dtype=torch.bool)
+
+            self.app.state.apply(f"remove (fill) {n:,}", op)
+            self.last_removal = result
+            kinds = ", ".join(f"{s['kind']} {s['count']:,}" for s in result.surfaces)
+            self.app.notify(
+                "Remove (fill)",
+                f"Removed {result.removed:,} Gaussians, filled {int(fill.sum()):,} "
+                f"({kinds or 'nothing to fill'}). Undo brings the object back.",
+                seconds=6.0,
+            )
+            return result
+
+        return self.app.jobs.submit(f"Remove (fill) {n:,}", job)
 
     def isolate(self) -> None:
         n = self.app.state.n_selected

@@ -7,8 +7,15 @@ a support, at a clicked point, or grow one from text inside a box.
   object on it.
 - "Pick spot" + a click in the scene, then "Place at last click": the free spot nearest the
   clicked point, on the surface around it.
+- "Replace selection" (FreeEdit's object replacement): the selected object is removed, its
+  hole filled (`editing.remove_object`), and the asset put on the same support at the same spot,
+  scaled to the old footprint (`editing.replace_object`); "Replace with text" grows the prompt
+  there instead (`editing.replace_with_text`). One undo step; the new object is selected.
 - "Text to 3D": a box (its own gizmo) and a prompt; `editing.text_to_3d` with the score
-  distiller of the model folder / hub id given, as a job with progress and cancel.
+  distiller of the model folder / hub id given, as a job with progress and cancel. The object
+  starts from an "Init shape" (an ellipsoid, the old uniform cloud, or a bundled asset's shape
+  fitted to the box), "Densify" grows Gaussians where the loss pulls, "Method" picks SDS or VSD
+  (auto: VSD on CUDA), and the result rests on the support under the box.
 
 Each insertion is one undoable history step whose result selects the new object, so the Edit
 panel's gizmo ("Adjust") moves it. When the scene carries features, the new Gaussians get
@@ -35,12 +42,15 @@ from ._camera import click_pixel
 from ._jobs import Job, JobCancelled, JobContext
 from ._models import DEFAULT_EDIT_MODEL, load_gui_distiller
 from ._panel_selection import scene_extent
+from ._state import NothingSelectedError
 
 if TYPE_CHECKING:
     from ._app import ViewerApp
 
 BOX_NODE = "/insert_box"
 _BOX_COLOR = (40, 160, 255)
+INIT_SHAPES = ("ellipsoid", "box")  # then the bundled assets' names
+METHODS = ("auto", "sds", "vsd")
 
 
 def bundled_assets() -> list[str]:
@@ -82,6 +92,11 @@ class InsertPanel:
                 "Pick spot", False, hint="Then click the scene where the object should go."
             )
             self.place_click_button = gui.add_button("Place at last click", disabled=True)
+            self.replace_button = gui.add_button(
+                "Replace selection",
+                hint="Remove the selected object (filling its hole) and put the asset on the "
+                "same spot, scaled to its footprint.",
+            )
             self.adjust_button = gui.add_button(
                 "Adjust", hint="The Edit panel's gizmo on the inserted object."
             )
@@ -97,7 +112,29 @@ class InsertPanel:
                     hint="diffusers model folder (inside the working folder) or hub id",
                 )
                 self.steps = gui.add_number("Steps", 300, min=1, step=1)
+                self.init_shape = gui.add_dropdown(
+                    "Init shape",
+                    INIT_SHAPES + tuple(names),
+                    initial_value="ellipsoid",
+                    hint="Start shape fitted to the box: an ellipsoid shell, a uniform cloud "
+                    "('box') or a bundled object's shape.",
+                )
+                self.densify = gui.add_checkbox(
+                    "Densify", True, hint="Clone/split Gaussians where the loss pulls hardest."
+                )
+                self.method = gui.add_dropdown(
+                    "Method",
+                    METHODS,
+                    initial_value="auto",
+                    hint="Score distillation: SDS, or VSD (a LoRA'd UNet copy; slower). "
+                    "auto: VSD on CUDA when the model supports it, else SDS.",
+                )
                 self.generate_button = gui.add_button("Generate")
+                self.replace_text_button = gui.add_button(
+                    "Replace with text",
+                    hint="Remove the selected object (filling its hole) and grow the prompt on "
+                    "its footprint.",
+                )
             self.status = gui.add_markdown("Select the support (e.g. the table), then place.")
 
         self.place_button.on_click(app.action("Place on support")(lambda _e: self.place()))
@@ -115,6 +152,10 @@ class InsertPanel:
         )
         self.box_size.on_update(app.action("Box")(lambda _e: self._update_box_mesh()))
         self.generate_button.on_click(app.action("Text to 3D")(lambda _e: self.generate()))
+        self.replace_button.on_click(app.action("Replace")(lambda _e: self.replace()))
+        self.replace_text_button.on_click(
+            app.action("Replace with text")(lambda _e: self.replace_with_text())
+        )
 
     # ------------------------------------------------------------------ assets
     def load_asset(self, asset: str | None = None) -> GaussianScene:
@@ -153,6 +194,105 @@ class InsertPanel:
             raise ValueError("turn on 'Pick spot' and click the scene first")
         obj = self.load_asset(asset)
         return self._insert(obj, None, point, self.app.state.snapshot().scene)
+
+    def replace(self, asset: str | None = None) -> Job:
+        """Replace the selected object with the asset, as a job (returned; its result is the
+        `editing.Replacement`); one history step that selects the new object."""
+        obj = self.load_asset(asset)
+        snap = self.app.state.snapshot()
+        if snap.n_selected == 0:
+            raise NothingSelectedError("Replace: select the object to replace first")
+        scene, sel = snap.scene, snap.selection.clone()
+        name = self.name.value.strip() or str(obj.meta.get("name") or "").strip() or "object"
+        yaw = math.radians(float(self.yaw.value))
+        removal = editing.RemovalConfig(up=self.app.up)
+
+        def job(ctx: JobContext) -> editing.Replacement:
+            ctx.progress(0.1, "removing the object and filling its hole")
+            rep = editing.replace_object(scene, sel, obj, name=name, yaw=yaw, removal=removal)
+            ctx.check()
+            self._land_replacement(ctx, scene, sel, rep)
+            return rep
+
+        return self.app.jobs.submit(f"Replace with {name}", job)
+
+    def replace_with_text(
+        self,
+        prompt: str | None = None,
+        *,
+        distiller: Any = None,
+        config: editing.TextTo3DConfig | None = None,
+    ) -> Job:
+        """Replace the selected object with one grown from the prompt on its footprint, as a
+        job (returned); `distiller`: an already built score distiller (tests)."""
+        prompt = (self.prompt.value if prompt is None else prompt).strip()
+        if not prompt:
+            raise ValueError("type what to grow (the prompt)")
+        model = self.model.value.strip()
+        if distiller is None and not model:
+            raise ValueError(
+                "give a diffusion model (a folder inside the working folder or hub id)"
+            )
+        snap = self.app.state.snapshot()
+        if snap.n_selected == 0:
+            raise NothingSelectedError("Replace with text: select the object to replace first")
+        scene, sel = snap.scene, snap.selection.clone()
+        config = config or self.text_to_3d_config()
+        name = self.name.value.strip() or prompt
+        root = self.app.root
+
+        def job(ctx: JobContext) -> editing.Replacement:
+            d = distiller
+            if d is None:
+                ctx.progress(0.0, "loading the diffusion model")
+                d = load_gui_distiller(model, root)
+            ctx.check()
+            rep = editing.replace_with_text(
+                scene,
+                sel,
+                prompt,
+                d,
+                config,
+                name=name,
+                removal=editing.RemovalConfig(up=self.app.up),
+                on_step=lambda s, t, loss: ctx.progress(s / t, f"step {s}/{t}, loss {loss:.3f}"),
+                should_stop=lambda: ctx.cancelled,
+            )
+            if ctx.cancelled:
+                raise JobCancelled()
+            self._land_replacement(ctx, scene, sel, rep)
+            return rep
+
+        return self.app.jobs.submit(f"Replace with text: {prompt}", job)
+
+    def _land_replacement(
+        self, ctx: JobContext, scene: GaussianScene, sel: torch.Tensor, rep: editing.Replacement
+    ) -> None:
+        """Apply a replacement as one history step (features for the new object when the scene
+        carries them); refuses when the scene changed meanwhile."""
+        new = rep.scene
+        field = self.app.state.current_field()
+        if field is not None:
+            ctx.progress(0.8, "features for the new Gaussians")
+            new = self._with_features(field, new, rep.mask, rep.name, self._encode_name(rep.name))
+        kept = (~sel).nonzero().squeeze(1)
+        added = len(new) - len(kept)  # the fill, then the new object: new rows
+        rows = torch.cat([kept, torch.full((added,), -1, dtype=torch.long)])
+        changed = torch.zeros(len(new), dtype=torch.bool)
+        changed[len(kept) :] = True
+
+        def op(current: GaussianScene, _sel):
+            if current is not scene:
+                raise RuntimeError("the scene changed meanwhile; replace again")
+            self.app.derive(current, new, index=rows, changed=changed)
+            return new, rep.mask.cpu()
+
+        self.app.state.apply(f"replace {int(sel.sum()):,} with {rep.name}", op)
+        self.status.content = (
+            f"Replaced the selection with **{rep.name}** ({int(rep.mask.sum()):,} Gaussians, "
+            f"scale {rep.scale:.2f}); the hole was filled with "
+            f"{int(rep.removal.fill.sum()):,} Gaussians. It is selected."
+        )
 
     def _check_support_query(self, text: str) -> None:
         if not text or self.app.state.current_field() is None:
@@ -338,6 +478,20 @@ class InsertPanel:
             receive_shadow=False,
         )
 
+    def text_to_3d_config(self) -> editing.TextTo3DConfig:
+        """The text-to-3D settings in the panel."""
+        init = str(self.init_shape.value)
+        if init not in INIT_SHAPES:
+            init = str(OBJECTS_DIR / f"{init}.ply")
+        method = str(self.method.value)
+        return editing.TextTo3DConfig(
+            steps=int(self.steps.value),
+            up=tuple(float(x) for x in self.app.up),
+            init=init,
+            densify=bool(self.densify.value),
+            method=None if method == "auto" else method,  # type: ignore[arg-type]
+        )
+
     def generate(
         self,
         prompt: str | None = None,
@@ -357,9 +511,7 @@ class InsertPanel:
             )
         T = self.box_pose()
         box = (T[:3, 3], np.asarray(self.box_size.value, dtype=np.float64), T[:3, :3])
-        config = config or editing.TextTo3DConfig(
-            steps=int(self.steps.value), up=tuple(float(x) for x in self.app.up)
-        )
+        config = config or self.text_to_3d_config()
         snap = self.app.state.snapshot()
         field = self.app.state.current_field()
         name = self.name.value.strip() or prompt
@@ -396,7 +548,8 @@ class InsertPanel:
                 return new, mask.cpu()
 
             self.app.state.apply(f"text to 3D: {prompt}", op, needs_selection=False)
-            self.status.content = f"Grew **{prompt}** ({int(mask.sum()):,} Gaussians)."
+            note = new.meta["inserted"][-1].get("support_note", "")
+            self.status.content = f"Grew **{prompt}** ({int(mask.sum()):,} Gaussians): {note}."
             return new
 
         return self.app.jobs.submit(f"Text to 3D: {prompt}", job)

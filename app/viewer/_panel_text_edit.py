@@ -6,6 +6,11 @@ fetch) and stays loaded for the next edit. While the job runs, the splats show t
 every few steps — a preview (`ViewerState.show_preview`) that never enters the history. When it
 finishes, the edited scene lands as ONE history step ("Text edit: <prompt>"), so one undo brings
 back the scene as it was, bit for bit. Cancel drops the preview and leaves the scene unchanged.
+
+"Grow geometry" makes it a densifying edit (`TextEditConfig.densify`): the object may gain and
+lose Gaussians within its bounding box grown by "Margin", so the count changes; the result lists
+the rest first and the object after it, and the selection follows the object. Its live previews
+show the growing object (without the selection highlight: their rows are not the scene's).
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from editing import TextEditConfig, text_edit
-from editing.text_edit import Distiller
+from editing import TextEditConfig
+from editing.text_edit import Distiller, text_edit_result
 from fields import GaussianScene
 
 from ._jobs import Job, JobContext, JobStatus
@@ -72,6 +77,20 @@ class TextEditPanel:
                 name: gui.add_checkbox(label, name == "color", hint=f"Optimise {label.lower()}.")
                 for name, label in PARAM_LABELS.items()
             }
+            self.grow = gui.add_checkbox(
+                "Grow geometry",
+                False,
+                hint="Clone/split/prune the selection's Gaussians so its shape can change.",
+            )
+            self.margin = gui.add_number(
+                "Margin",
+                0.2,
+                min=0.0,
+                max=2.0,
+                step=0.05,
+                hint="With Grow geometry: room around the selection's box, as a fraction of its "
+                "longest side per side.",
+            )
             self.edit_button = gui.add_button(
                 "Edit selection", hint="Runs as a job; the splats preview the edit as it goes."
             )
@@ -91,6 +110,8 @@ class TextEditPanel:
             "steps": int(self.steps.value),
             "params": params,
             "preview_every": PREVIEW_EVERY,
+            "densify": bool(self.grow.value),
+            "grow_margin": float(self.margin.value),
         }
         return TextEditConfig(**{**values, **changes})
 
@@ -107,7 +128,7 @@ class TextEditPanel:
             scene, selection = state.scene, state.selection
         if not bool(selection.any()):
             raise NothingSelectedError("Text edit: nothing is selected")
-        geometry = any(p in config.params for p in ("position", "scale"))
+        geometry = config.densify or any(p in config.params for p in ("position", "scale"))
         pressed = time.monotonic()
         self.previews, self.first_preview_s = 0, None
         name = f"Text edit: {config.prompt}"
@@ -116,7 +137,7 @@ class TextEditPanel:
             ctx.progress(0.05 + 0.95 * step / steps, f"step {step}/{steps}")
             if preview is None or ctx.cancelled:
                 return
-            if geometry:
+            if geometry and not config.densify:  # a growing edit's rows are new: packed afresh
                 self.app.derive(scene, preview, changed=selection)
             if not state.show_preview(preview, of=scene):
                 return  # another op changed the scene meanwhile: this edit will not land
@@ -129,7 +150,7 @@ class TextEditPanel:
             distiller = self._distiller(model)
             ctx.check()
             ctx.progress(0.05, "editing")
-            edited = text_edit(
+            result = text_edit_result(
                 scene,
                 selection,
                 distiller,
@@ -138,18 +159,28 @@ class TextEditPanel:
                 should_stop=lambda: ctx.cancelled,
             )
             ctx.check()
+            edited = result.scene
 
-            def land(current: GaussianScene, _sel: torch.Tensor) -> GaussianScene:
+            def land(
+                current: GaussianScene, _sel: torch.Tensor
+            ) -> tuple[GaussianScene, torch.Tensor]:
                 if current is not scene:
                     raise SceneChangedError(
                         "the scene changed while the edit ran; the edit was not applied"
                     )
-                if geometry:
+                if config.densify:
+                    # Row i of the result grew from row rows[i]: named selections follow it.
+                    self.app.derive(scene, edited, index=result.rows, changed=result.mask)
+                elif geometry:
                     self.app.derive(scene, edited, changed=selection)
-                return edited
+                return edited, result.mask.cpu()
 
             state.apply(name, land, needs_selection=False)
-            ctx.progress(1.0, f"{len(selection.nonzero())} Gaussians edited")
+            n = int(result.mask.sum())
+            if config.densify:
+                ctx.progress(1.0, f"{int(selection.sum())} Gaussians grew to {n}")
+            else:
+                ctx.progress(1.0, f"{n} Gaussians edited")
             return edited
 
         def done(job: Job) -> None:
@@ -161,6 +192,8 @@ class TextEditPanel:
             }.get(job.status, f"Failed: {job.error}")
 
         self.status.content = f"Editing {int(selection.sum()):,} Gaussians: {config.prompt!r}"
+        if config.densify:
+            self.status.content += " (growing geometry)"
         self.cancel_button.visible = True
         self.job = self.app.jobs.submit(name, job, on_done=done)
         return self.job

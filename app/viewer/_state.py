@@ -81,13 +81,31 @@ class Snapshot:
     values: Tensor | None  # [N] float
     values_name: str | None
     version: int
-    preview: GaussianScene | None = None  # a running edit's live preview, same count as `scene`
+    preview: GaussianScene | None = None  # a running edit's live preview (a growing edit's
+    # may hold another count than `scene`)
 
     @property
     def shown(self) -> GaussianScene:
         """What the browsers show: the preview while one runs, else `scene`. Ops, saving and
         exporting use `scene` (the history's current step), never the preview."""
         return self.scene if self.preview is None else self.preview
+
+    @property
+    def _same_rows(self) -> bool:
+        return self.preview is None or len(self.preview) == len(self.scene)
+
+    @property
+    def shown_selection(self) -> Tensor:
+        """[len(shown)] bool: the selection over what the browsers show (nothing is highlighted
+        on a preview whose rows are not the scene's)."""
+        if self._same_rows:
+            return self.selection
+        return torch.zeros(len(self.shown), dtype=torch.bool)
+
+    @property
+    def shown_values(self) -> Tensor | None:
+        """[len(shown)] float per-Gaussian values over what the browsers show, or None."""
+        return self.values if self._same_rows else None
 
     @property
     def n_selected(self) -> int:
@@ -220,16 +238,15 @@ class ViewerState:
     _preview: tuple[GaussianScene, GaussianScene] | None = None
 
     def show_preview(self, scene: GaussianScene | None, *, of: GaussianScene | None = None) -> bool:
-        """Show `scene` (same Gaussian count) in place of the current scene until the scene
-        changes or `show_preview(None)`; ops and history never see it. With `of` (the scene
-        the preview was computed from), nothing is shown unless that is still the current
-        scene. Returns whether the preview is shown."""
+        """Show `scene` in place of the current scene until the scene changes or
+        `show_preview(None)`; ops and history never see it. A preview may hold another count
+        than the scene (a growing edit): then no selection or values are drawn on it. With `of`
+        (the scene the preview was computed from), nothing is shown unless that is still the
+        current scene. Returns whether the preview is shown."""
         with self.lock:
             base = self.history.current
             if scene is not None and (of is not None and of is not base):
                 return False
-            if scene is not None and len(scene) != len(base):
-                raise ValueError(f"a preview has {len(scene)} Gaussians, the scene {len(base)}")
             shown = self._preview is not None and self._preview[0] is base
             self._preview = None if scene is None else (base, scene)
             if scene is None and not shown:
@@ -585,12 +602,12 @@ class ViewerState:
         named = self._named_at.get(old)
         if not named:
             return None
-        if len(new) == len(old):
-            return dict(named)
         rows: Tensor | None = None
         noted = self._rows_of.pop(new, None)
         if noted is not None and noted[0]() is old and noted[1].shape == (len(new),):
-            rows = noted[1]
+            rows = noted[1]  # the op said where each row came from (even at the same count)
+        elif len(new) == len(old):
+            return dict(named)
         elif len(new) > len(old) and torch.equal(new.means[: len(old)], old.means):
             rows = torch.cat(
                 [torch.arange(len(old)), torch.full((len(new) - len(old),), -1, dtype=torch.long)]

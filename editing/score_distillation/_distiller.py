@@ -1,6 +1,7 @@
 """`ScoreDistiller`: a thin stateful wrapper around a latent diffusion model's parts that turns a
-differentiable render into an SDS or DDS loss. Holds the UNet, VAE, text encoder and tokenizer,
-caches prompt embeddings; all math lives in `_loss`."""
+differentiable render into an SDS, DDS or VSD loss, optionally restricted to an inpainting mask.
+Holds the UNet, VAE, text encoder and tokenizer, caches prompt embeddings, and for VSD the
+trainable LoRA of the UNet (`_lora.UNetLoRA`); the math lives in `_loss` and `_inpaint`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._inpaint import (
+    check_inpaint_mask,
+    inpaint_condition_inputs,
+    is_inpainting_unet,
+    latent_mask,
+    masked_gradient,
+)
+from ._lora import CAMERA_DIM, UNetLoRA, lora_target_names
 from ._loss import (
     Anneal,
     cfg,
@@ -25,12 +34,14 @@ from ._loss import (
 
 __all__ = ["DEFAULT_GUIDANCE", "DiffusionParts", "DistillationConfig", "ScoreDistiller"]
 
-Method = Literal["sds", "dds"]
+Method = Literal["sds", "dds", "vsd"]
+METHODS: tuple[str, ...] = ("sds", "dds", "vsd")
 
-DEFAULT_GUIDANCE: dict[str, float] = {"sds": 100.0, "dds": 7.5}
+DEFAULT_GUIDANCE: dict[str, float] = {"sds": 100.0, "dds": 7.5, "vsd": 7.5}
 """Classifier-free guidance scale per method when `DistillationConfig.guidance_scale` is None:
 SDS needs DreamFusion's very high guidance to give sharp, saturated results; DDS subtracts the
-source branch, so the usual sampling scale (7.5, as in the DDS paper) suffices."""
+source branch and VSD the LoRA model's estimate, so the usual sampling scale (7.5, as in the
+DDS and ProlificDreamer papers) suffices."""
 
 _MAX_CACHED_PROMPTS = 64
 _MAX_CACHED_SOURCES = 64
@@ -59,6 +70,11 @@ class DistillationConfig:
     (`native_resolution`)."""
     half: bool | None = None
     """Run the model in float16; None: on CUDA only. Gradients are accumulated in float32."""
+    vsd_lora_rank: int = 4
+    """VSD: rank of the LoRA on the UNet's attention projections that models the renders'
+    distribution (ProlificDreamer uses 4)."""
+    vsd_lr: float = 1e-3
+    """VSD: Adam learning rate of that LoRA (one step per `loss` call; ProlificDreamer 1e-3)."""
 
     def __post_init__(self) -> None:
         lo, hi = self.t_range
@@ -74,6 +90,10 @@ class DistillationConfig:
             raise ValueError(f"resolution must be a positive multiple of 64, got {self.resolution}")
         if self.guidance_scale is not None and not self.guidance_scale > 0:
             raise ValueError(f"guidance_scale must be positive, got {self.guidance_scale}")
+        if not isinstance(self.vsd_lora_rank, int) or self.vsd_lora_rank < 1:
+            raise ValueError(f"vsd_lora_rank must be an integer >= 1, got {self.vsd_lora_rank}")
+        if not self.vsd_lr > 0:
+            raise ValueError(f"vsd_lr must be positive, got {self.vsd_lr}")
 
     def guidance_for(self, method: Method) -> float:
         """The guidance scale `method` runs with."""
@@ -89,7 +109,8 @@ class DiffusionParts:
 
     unet: nn.Module
     """`unet(z_t [N,4,h,w], t [N], encoder_hidden_states=[N,L,D], return_dict=False)[0]`
-    -> [N,4,h,w] (noise, or v with `prediction_type="v_prediction"`)."""
+    -> [N,4,h,w] (noise, or v with `prediction_type="v_prediction"`). A 9-channel inpainting
+    UNet (`unet.config.in_channels == 9`) takes `[z_t, mask, masked_image_latents]` [N,9,h,w]."""
     text_encoder: nn.Module
     """`text_encoder(input_ids [N,L])[0]` -> [N,L,D] (CLIPTextModel)."""
     tokenizer: Any
@@ -128,11 +149,15 @@ def _place(module: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
 
 
 class ScoreDistiller:
-    """SDS / DDS losses of renders under a text-conditioned latent diffusion model.
+    """SDS / DDS / VSD losses of renders under a text-conditioned latent diffusion model.
 
         distiller = load_distiller("stable-diffusion-v1-5/stable-diffusion-v1-5")
         loss = distiller.loss(render, "a red mug", progress=step / steps)   # render [B,3,H,W]
         loss.backward()   # render.grad is the SDS update pulled back through the encoder
+
+    With `inpaint_mask` [B,1,H,W] only the masked region is regenerated (masked SDS; 9-channel
+    inpainting UNets also see the mask and the masked image). `method="vsd"` (ProlificDreamer)
+    trains a LoRA of the UNet on the renders as it goes (`vsd_lora`; `reset_vsd` drops it).
 
     Args:
         parts: the model (`DiffusionParts`); its modules are moved to `device`, frozen and put in
@@ -167,12 +192,29 @@ class ScoreDistiller:
         self.alphas_cumprod = parts.alphas_cumprod.to(self.device, torch.float32)  # [T]
         self.last_timesteps: Tensor | None = None
         """[B] the timesteps the last `loss` call sampled (diagnostics and tests)."""
+        self.vsd_lora: UNetLoRA | None = None
+        """VSD's trainable LoRA of the UNet (hooks on the shared frozen UNet), created by the
+        first `method="vsd"` call; None before that and after `reset_vsd`."""
+        self.last_vsd_lora_loss: Tensor | None = None
+        """Scalar diffusion loss of the LoRA's last training step (diagnostics)."""
+        self._vsd_optimizer: torch.optim.Optimizer | None = None
         self._embeddings: dict[str, Tensor] = {}
         self._source_cache: dict[str, Tensor] = {}
 
     @property
     def num_train_timesteps(self) -> int:
         return len(self.alphas_cumprod)
+
+    @property
+    def inpainting(self) -> bool:
+        """Whether the UNet is a 9-channel inpainting UNet (SD-inpainting)."""
+        return is_inpainting_unet(self.parts.unet)
+
+    @property
+    def supports_vsd(self) -> bool:
+        """Whether `method="vsd"` can run: the UNet has attention projections to attach a LoRA
+        to (diffusers UNets do; the toy denoiser does not)."""
+        return bool(lora_target_names(self.parts.unet))
 
     # ------------------------------------------------------------------------------ prompts
     @torch.no_grad()
@@ -245,6 +287,43 @@ class ScoreDistiller:
             self._source_cache[key] = z
         return z
 
+    @torch.no_grad()
+    def inpaint_condition(
+        self,
+        images: Tensor | None,  # [B,3,H,W] in [0,1]; None: a grey image (nothing kept)
+        mask: Tensor | None = None,  # [B,1,H,W] in [0,1], 1 = regenerate; None: all ones
+        *,
+        latent_size: tuple[int, int] | None = None,  # (h, w) when images is None
+        batch: int = 1,
+    ) -> Tensor:  # [B,5,h,w] float32: binary latent mask, masked-image latents
+        """The extra input channels of a 9-channel inpainting UNet, as diffusers'
+        `StableDiffusionInpaintPipeline` builds them: the mask resized to the UNet input size,
+        binarised at 0.5 and nearest-resized to the latent grid; the latents of the masked image
+        (`init_image * (mask < 0.5)` in the VAE's [-1,1] range: the hole is mid-grey), encoded
+        like a render (posterior mean times the scaling factor; cached by content). Detached."""
+        if images is None:
+            if latent_size is None:
+                raise ValueError("inpaint_condition needs images or latent_size")
+            f = self.parts.vae_scale_factor
+            size = (latent_size[0] * f, latent_size[1] * f)
+            x = torch.full((batch, 3, *size), 0.5, device=self.device)
+        else:
+            size = self.input_size(images.shape[-2], images.shape[-1])
+            x = images.detach().to(self.device, torch.float32)
+            if tuple(x.shape[-2:]) != size:
+                x = F.interpolate(
+                    x, size=size, mode="bilinear", align_corners=False, antialias=True
+                )
+        m = None
+        if mask is not None:
+            m = mask.detach().to(self.device, torch.float32)
+            if tuple(m.shape[-2:]) != size:
+                m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+        masked, m_bin = inpaint_condition_inputs(x, m)
+        z_masked = self.source_latents(masked)
+        m_lat = F.interpolate(m_bin, size=z_masked.shape[-2:], mode="nearest")
+        return torch.cat([m_lat, z_masked], dim=1)
+
     # ---------------------------------------------------------------------------------- UNet
     @torch.no_grad()
     def predict_noise(
@@ -253,29 +332,46 @@ class ScoreDistiller:
         t: Tensor,  # [B] int timesteps
         prompt: str,
         guidance_scale: float,
+        conditioning: Tensor | None = None,  # [B,5,h,w] from `inpaint_condition`
     ) -> Tensor:  # [B,4,h,w] float32
-        """The guided noise prediction eps_hat(z_t, t, prompt)."""
-        return self._predict([(z_t, prompt)], t, guidance_scale)[0]
+        """The guided noise prediction eps_hat(z_t, t, prompt). An inpainting UNet gets
+        `conditioning` (None: regenerate everything, `inpaint_condition(None, ...)`)."""
+        if conditioning is None and self.inpainting:
+            conditioning = self.inpaint_condition(
+                None, latent_size=(z_t.shape[-2], z_t.shape[-1]), batch=z_t.shape[0]
+            )
+        return self._predict([(z_t, prompt, conditioning)], t, guidance_scale)[0]
 
-    def _predict(self, branches: list[tuple[Tensor, str]], t: Tensor, scale: float) -> list[Tensor]:
-        """Guided noise predictions for several (z_t [B,4,h,w], prompt) branches that share the
-        timesteps `t` [B], in ONE UNet batch (row order: per branch [uncond], cond)."""
-        b = t.shape[0]
-        use_uncond = scale != 1.0
-        xs, embs = [], []
-        for z_t, prompt in branches:
-            if use_uncond:
-                xs.append(z_t)
-                embs.append(self.embed("").expand(b, -1, -1))
-            xs.append(z_t)
-            embs.append(self.embed(prompt).expand(b, -1, -1))
-        x = torch.cat(xs).to(self.dtype)
-        tt = t.repeat(len(xs))
-        with torch.no_grad():
-            out = self.parts.unet(x, tt, encoder_hidden_states=torch.cat(embs), return_dict=False)
+    def _unet_eps(self, z_t: Tensor, cond: Tensor | None, t: Tensor, emb: Tensor) -> Tensor:
+        """Noise prediction [N,4,h,w] float32 of the UNet as it is now (LoRA on or off) for
+        z_t [N,4,h,w] (+ the inpainting channels cond [N,5,h,w]); autograd as the caller set."""
+        x = z_t if cond is None else torch.cat([z_t, cond.to(z_t.dtype)], dim=1)
+        out = self.parts.unet(x.to(self.dtype), t, encoder_hidden_states=emb, return_dict=False)
         out = out[0].float()
         if self.parts.prediction_type == "v_prediction":
-            out = eps_from_v(out, x.float(), self.alphas_cumprod[tt])
+            out = eps_from_v(out, z_t.float(), self.alphas_cumprod[t])
+        return out
+
+    def _predict(
+        self, branches: list[tuple[Tensor, str, Tensor | None]], t: Tensor, scale: float
+    ) -> list[Tensor]:
+        """Guided noise predictions for several (z_t [B,4,h,w], prompt, inpainting channels
+        [B,5,h,w] or None) branches that share the timesteps `t` [B], in ONE UNet batch (row
+        order: per branch [uncond], cond)."""
+        b = t.shape[0]
+        use_uncond = scale != 1.0
+        zs, conds, embs = [], [], []
+        for z_t, prompt, cond in branches:
+            for p in ("", prompt) if use_uncond else (prompt,):
+                zs.append(z_t)
+                conds.append(cond)
+                embs.append(self.embed(p).expand(b, -1, -1))
+        if any(c is not None for c in conds) and any(c is None for c in conds):
+            raise ValueError("either every branch has inpainting channels or none does")
+        cond = None if conds[0] is None else torch.cat(conds)  # type: ignore[arg-type]
+        tt = t.repeat(len(zs))
+        with torch.no_grad():
+            out = self._unet_eps(torch.cat(zs), cond, tt, torch.cat(embs))
         chunks = out.split(b)
         per = 2 if use_uncond else 1
         return [
@@ -292,20 +388,38 @@ class ScoreDistiller:
         method: Method = "sds",
         source_images: Tensor | None = None,  # [B,3,H,W] in [0,1], unedited render (DDS)
         source_prompt: str | None = None,
+        inpaint_mask: Tensor | None = None,  # [B,1,H,W] in [0,1], 1 = regenerate
+        camera: Tensor | None = None,  # [B,16] flattened c2w (or [B,4,4]), VSD only
         progress: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:  # scalar
-        """A scalar whose gradient w.r.t. `images` is the SDS or DDS update divided by the
+        """A scalar whose gradient w.r.t. `images` is the SDS, DDS or VSD update divided by the
         batch size B, pulled back through the encoder (latent-space gradient `update / B`); its
         value is 0.5 |update|^2 / B, a noisy progress signal only.
 
         SDS: `w(t) (eps_hat(z_t, prompt) - eps)`. DDS: `w(t) (eps_hat(z_t, prompt) -
         eps_hat(z_src_t, source_prompt))` with the same `t` and `eps` in both branches, where
         `z_src` encodes `source_images` (the same view rendered from the unedited scene) and
-        `source_prompt` describes it ("" or None: unconditional). `progress` in [0,1] drives
-        timestep annealing; `generator` makes the timesteps and noise reproducible."""
-        if method not in ("sds", "dds"):
-            raise ValueError(f"method must be 'sds' or 'dds', got {method!r}")
+        `source_prompt` describes it ("" or None: unconditional). VSD (ProlificDreamer):
+        `w(t) (eps_hat(z_t, prompt) - eps_lora(z_t, prompt, camera))`, where `eps_lora` is the
+        UNet with a LoRA (`vsd_lora`, rank `config.vsd_lora_rank`, created on the first VSD call)
+        that is then trained one Adam step (`config.vsd_lr`) to denoise the detached latents at a
+        fresh timestep: it models the distribution of the current renders. `camera` (flattened
+        camera-to-world matrices) enters the LoRA model only, as a class embedding added to the
+        timestep embedding; None: no camera term. Other methods ignore `camera`.
+
+        `inpaint_mask` (1 = regenerate) restricts the update to the region: the latent update is
+        multiplied by the mask averaged down to the latent grid (soft masks scale it) and pixels
+        where the mask is 0 get exactly zero gradient. A 9-channel inpainting UNet also
+        gets the binarised mask and the masked image's latents as diffusers' inpainting pipeline
+        feeds them (`inpaint_condition`; DDS's source branch uses the source image's); such a
+        UNet without a mask is given an all-ones mask (the whole image regenerated, nothing
+        kept), and the update is not masked.
+
+        `progress` in [0,1] drives timestep annealing; `generator` (on the CPU or the model's
+        device) makes the timesteps and noise reproducible."""
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         _check_images(images, "images")
         if method == "dds":
             if source_images is None:
@@ -316,9 +430,25 @@ class ScoreDistiller:
                     f"source_images {tuple(source_images.shape)} and images "
                     f"{tuple(images.shape)} must have the same shape"
                 )
-        scale = self.config.guidance_for(method)
         b = images.shape[0]
-        z = self.encode(images.to(self.device))  # [B,4,h,w], carries the graph
+        mask = None if inpaint_mask is None else check_inpaint_mask(inpaint_mask, images)
+        cam = None if camera is None else _check_camera(camera, b).to(self.device)
+        if method == "vsd" and not self.supports_vsd:
+            raise ValueError(
+                f"VSD needs a UNet with attention projections (to_q/to_k/to_v/to_out) for its "
+                f"LoRA; {self.parts.model_id} has none (use method='sds')"
+            )
+        scale = self.config.guidance_for(method)
+        x = images.to(self.device)
+        if mask is not None:
+            mask = mask.to(self.device)
+            x = masked_gradient(x, mask)
+        z = self.encode(x)  # [B,4,h,w], carries the graph
+        cond = cond_src = None  # [B,5,h,w] inpainting channels
+        if self.inpainting:
+            cond = self.inpaint_condition(images, mask)
+            if method == "dds":
+                cond_src = self.inpaint_condition(source_images, mask)
         t = sample_timesteps(
             b,
             self.num_train_timesteps,
@@ -329,22 +459,101 @@ class ScoreDistiller:
             generator=generator,
         ).to(self.device)
         self.last_timesteps = t
-        gen_device = generator.device if generator is not None else self.device
-        noise = torch.randn(z.shape, generator=generator, device=gen_device).to(self.device)
+        noise = self._randn(z.shape, generator)
         a = self.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+        w = sds_weight(self.alphas_cumprod[t])
         with torch.no_grad():
             z_t = a.sqrt() * z.detach() + (1.0 - a).sqrt() * noise
             if method == "sds":
-                (eps_hat,) = self._predict([(z_t, prompt)], t, scale)
-                grad = sds_weight(self.alphas_cumprod[t]) * (eps_hat - noise)
-            else:
+                (eps_hat,) = self._predict([(z_t, prompt, cond)], t, scale)
+                grad = w * (eps_hat - noise)
+            elif method == "dds":
                 z_src = self.source_latents(source_images)  # type: ignore[arg-type]
                 z_src_t = a.sqrt() * z_src + (1.0 - a).sqrt() * noise
                 eps_tgt, eps_src = self._predict(
-                    [(z_t, prompt), (z_src_t, source_prompt or "")], t, scale
+                    [(z_t, prompt, cond), (z_src_t, source_prompt or "", cond_src)], t, scale
                 )
-                grad = sds_weight(self.alphas_cumprod[t]) * (eps_tgt - eps_src)
+                grad = w * (eps_tgt - eps_src)
+            else:
+                lora = self._vsd_lora()
+                (eps_hat,) = self._predict([(z_t, prompt, cond)], t, scale)
+                with lora.active(cam):
+                    (eps_lora,) = self._predict([(z_t, prompt, cond)], t, 1.0)
+                grad = w * (eps_hat - eps_lora)
+            if mask is not None:
+                grad = grad * latent_mask(mask, (z.shape[-2], z.shape[-1]))
+        if method == "vsd":
+            self._train_vsd_lora(z.detach(), prompt, cond, cam, generator)
         return grad_to_loss(z, grad)
+
+    def _randn(self, shape: torch.Size, generator: torch.Generator | None) -> Tensor:
+        gen_device = generator.device if generator is not None else self.device
+        return torch.randn(shape, generator=generator, device=gen_device).to(self.device)
+
+    # ----------------------------------------------------------------------------------- VSD
+    def _vsd_lora(self) -> UNetLoRA:
+        if self.vsd_lora is None:
+            self.vsd_lora = UNetLoRA(self.parts.unet, self.config.vsd_lora_rank)
+            self._vsd_optimizer = torch.optim.Adam(
+                self.vsd_lora.parameters(), lr=self.config.vsd_lr
+            )
+        return self.vsd_lora
+
+    def reset_vsd(self) -> None:
+        """Detach and drop VSD's LoRA (a new object/scene starts from the pretrained model)."""
+        if self.vsd_lora is not None:
+            self.vsd_lora.remove()
+        self.vsd_lora = None
+        self._vsd_optimizer = None
+        self.last_vsd_lora_loss = None
+
+    def _train_vsd_lora(
+        self,
+        z0: Tensor,  # [B,4,h,w] detached clean latents of the renders
+        prompt: str,
+        cond: Tensor | None,  # [B,5,h,w] inpainting channels
+        camera: Tensor | None,  # [B,16]
+        generator: torch.Generator | None,
+    ) -> None:
+        """One Adam step of the LoRA model on the standard diffusion loss: predict the noise
+        (or v) of `z0` noised at a fresh timestep from the whole (un-annealed) `t_range`."""
+        lora, opt = self._vsd_lora(), self._vsd_optimizer
+        assert opt is not None
+        b = z0.shape[0]
+        t = sample_timesteps(
+            b, self.num_train_timesteps, self.config.t_range, generator=generator
+        ).to(self.device)
+        noise = self._randn(z0.shape, generator)
+        a = self.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+        z_t = a.sqrt() * z0 + (1.0 - a).sqrt() * noise
+        target = noise
+        if self.parts.prediction_type == "v_prediction":
+            target = a.sqrt() * noise - (1.0 - a).sqrt() * z0
+        emb = self.embed(prompt).expand(b, -1, -1)
+        x = z_t if cond is None else torch.cat([z_t, cond], dim=1)
+        with torch.enable_grad(), lora.active(camera):
+            out = self.parts.unet(x.to(self.dtype), t, encoder_hidden_states=emb, return_dict=False)
+            loss = F.mse_loss(out[0].float(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        self.last_vsd_lora_loss = loss.detach()
+
+
+def _check_camera(camera: object, batch: int) -> Tensor:  # -> [B,16] float32
+    if not isinstance(camera, Tensor):
+        raise ValueError(f"camera must be a [B,16] (or [B,4,4]) c2w tensor, got {type(camera)}")
+    c = camera.detach().float()
+    if c.ndim == 3 and tuple(c.shape[1:]) == (4, 4):
+        c = c.reshape(c.shape[0], CAMERA_DIM)
+    if c.ndim != 2 or c.shape[1] != CAMERA_DIM or c.shape[0] not in (1, batch):
+        raise ValueError(
+            f"camera must be [B,16] = [{batch},16] flattened camera-to-world matrices (or "
+            f"[{batch},4,4]), got {tuple(camera.shape)}"
+        )
+    if not bool(torch.isfinite(c).all()):
+        raise ValueError("camera has non-finite values")
+    return c.expand(batch, CAMERA_DIM)
 
 
 def _check_images(images: Tensor, name: str) -> None:

@@ -102,13 +102,14 @@ def sample_timesteps(
     generator: torch.Generator | None = None,
 ) -> Tensor:  # [B] int64
     """Integer timesteps drawn uniformly from `[t_min, t_max(progress)]` (fractions of
-    `num_train_timesteps`, both ends included), one per batch item."""
+    `num_train_timesteps`, both ends included), one per batch item, on `generator`'s device."""
     t_max = anneal_t_max(t_range, anneal, progress, anneal_to)
     lo = round(t_range[0] * num_train_timesteps)
     hi = max(lo, round(t_max * num_train_timesteps))
     hi = min(hi, num_train_timesteps - 1)
     lo = min(lo, hi)
-    return torch.randint(lo, hi + 1, (batch,), generator=generator, dtype=torch.long)
+    device = generator.device if generator is not None else None  # a CUDA generator works too
+    return torch.randint(lo, hi + 1, (batch,), generator=generator, dtype=torch.long, device=device)
 
 
 def sds_weight(alphas_cumprod_t: Tensor) -> Tensor:  # [B] -> [B,1,1,1]

@@ -28,8 +28,13 @@ KNOWN_MODELS: dict[str, str] = {
     "stabilityai/stable-diffusion-2-1-base": "SD 2.1 base, 512 px, epsilon",
     "stabilityai/stable-diffusion-2-1": "SD 2.1, 768 px (resolution=768), v-prediction",
     "stabilityai/sd-turbo": "SD-Turbo (distilled SD 2.1), 512 px; use guidance_scale 1-2",
+    "stable-diffusion-v1-5/stable-diffusion-inpainting": "SD 1.5 inpainting (the former "
+    "runwayml/stable-diffusion-inpainting), 9-channel UNet, 512 px, epsilon; pass inpaint_mask",
+    "stabilityai/stable-diffusion-2-inpainting": "SD 2 inpainting, 9-channel UNet, 512 px, "
+    "epsilon; pass inpaint_mask",
 }
-"""Hub ids known to work, with what to set. Any SD-1.x/2.x-layout repo or folder works."""
+"""Hub ids known to work, with what to set. Any SD-1.x/2.x-layout repo or folder works,
+inpainting ones (9-channel UNet) included."""
 
 KNOWN_LORAS: dict[str, str] = {
     "latent-consistency/lcm-lora-sdv1-5": "LCM-LoRA for SD 1.5 (pytorch_lora_weights.safetensors)",

@@ -4,6 +4,7 @@ except a VAE with SD's 8x downsampling; a byte-level CLIP tokenizer whose vocabu
 here; SD's noise schedule. Native size 64 px (8x8 latents).
 
     make_tiny_pipeline("tiny-sd")        # then: scenelab edit ... --model tiny-sd
+    make_tiny_pipeline("tiny-sd-inpaint", inpainting=True)   # 9-channel inpainting UNet
 
 `sd15_shaped_components` builds the full-size SD 1.5 architecture with random weights instead
 (benchmarks on a GPU)."""
@@ -96,9 +97,10 @@ def _sd_scheduler() -> Any:
     )
 
 
-def tiny_components(seed: int = 0) -> dict[str, Any]:
+def tiny_components(seed: int = 0, *, inpainting: bool = False) -> dict[str, Any]:
     """Random tiny `unet`, `vae`, `text_encoder`, `tokenizer`, `scheduler` (diffusers/transformers
-    objects, float32, CPU), seeded: the same seed gives the same weights."""
+    objects, float32, CPU), seeded: the same seed gives the same weights. `inpainting`: the UNet
+    takes 9 input channels (noisy latent, mask, masked-image latent) like SD-inpainting's."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -107,7 +109,7 @@ def tiny_components(seed: int = 0) -> dict[str, Any]:
         block_out_channels=(32, 64),
         layers_per_block=2,
         sample_size=8,  # native 64 px (8x8 latents): the size tests and CPU previews use
-        in_channels=4,
+        in_channels=9 if inpainting else 4,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
@@ -214,20 +216,27 @@ def parts_from_components(components: dict[str, Any], model_id: str = "custom") 
     )
 
 
-def tiny_parts(seed: int = 0) -> DiffusionParts:
+def tiny_parts(seed: int = 0, *, inpainting: bool = False) -> DiffusionParts:
     """The tiny random pipeline in memory, as `DiffusionParts` (no disk round trip)."""
-    return parts_from_components(tiny_components(seed), model_id=f"tiny-random(seed={seed})")
+    kind = "tiny-random-inpainting" if inpainting else "tiny-random"
+    return parts_from_components(
+        tiny_components(seed, inpainting=inpainting), model_id=f"{kind}(seed={seed})"
+    )
 
 
-def make_tiny_pipeline(out_dir: Path | str, *, seed: int = 0, overwrite: bool = False) -> Path:
+def make_tiny_pipeline(
+    out_dir: Path | str, *, seed: int = 0, overwrite: bool = False, inpainting: bool = False
+) -> Path:
     """Write the tiny random-weight Stable Diffusion pipeline to `out_dir` with diffusers'
     `save_pretrained` (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/; no
     safety checker): loadable by `load_distiller(out_dir)` and
-    `StableDiffusionPipeline.from_pretrained(out_dir)`, offline. ~9 MB.
+    `StableDiffusionPipeline.from_pretrained(out_dir)`, offline. ~9 MB. `inpainting`: a
+    9-channel inpainting UNet, saved as a `StableDiffusionInpaintPipeline` (the layout of
+    `stable-diffusion-v1-5/stable-diffusion-inpainting`); same seed, same other weights.
 
     The folder is written next to `out_dir` and moved into place when complete. An existing
     non-empty `out_dir` raises `FileExistsError` unless `overwrite=True`. Returns `out_dir`."""
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -241,8 +250,9 @@ def make_tiny_pipeline(out_dir: Path | str, *, seed: int = 0, overwrite: bool = 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         with quiet_hf():
-            pipe = StableDiffusionPipeline(
-                **tiny_components(seed),
+            cls = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
+            pipe = cls(
+                **tiny_components(seed, inpainting=inpainting),
                 safety_checker=None,
                 feature_extractor=None,
                 requires_safety_checker=False,

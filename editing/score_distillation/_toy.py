@@ -9,6 +9,9 @@ latent `Z(y)` to the noisy input, `eps_hat = (z_t - sqrt(a_t) Z(y)) / sqrt(1 - a
   (Z(y) - Z(y_src)))`: the edit moves the render by the difference between the prompts' images,
   and is exactly zero for identical prompts and identical images.
 
+`loss(..., inpaint_mask=m)` restricts the update to the mask (masked SDS) as with any model; the
+toy UNet has 4 input channels and no attention layers, so no 9-channel path and no VSD.
+
 The VAE is a fixed linear map (8x8 average pool, then the same 3 -> 4 matrix as the "rgb" latent
 mode), so the "vae" path (resize, [-1,1], posterior mean, scaling) runs too.
 """

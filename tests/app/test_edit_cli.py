@@ -160,3 +160,53 @@ def test_select_uses_the_language_query_on_a_feature_field(world, tmp_path):
     )
     mask = _selection(args, scene)
     assert mask.dtype == torch.bool and torch.equal(mask, labels == target)
+
+
+def test_densify_grows_the_object_and_writes_its_selection(world, tmp_path, monkeypatch, capsys):
+    """--densify --margin through the CLI with the toy denoiser standing in for the model."""
+    sd = pytest.importorskip("editing.score_distillation")
+    import app.commands.edit as edit_cmd
+
+    green = torch.tensor([0.1, 0.8, 0.15])[:, None, None].expand(3, 64, 64).clone()
+    monkeypatch.setattr(edit_cmd, "_load_distiller", lambda args, device: sd.toy_distiller(green))
+    scene_path, mask_path, mask = world
+    before = digest(scene_path)
+    out, sel_out = tmp_path / "grown.ply", tmp_path / "grown.npy"
+    argv = _args(
+        scene_path, mask_path, out, "--densify", "--margin", "0.25", "--method", "sds",
+        "--steps", "12", "--densify-every", "3", "--size", "64", "--views", "4", "--params", "color,position,scale",
+        "--selection-out", str(sel_out),
+    )  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "the object has" in printed and str(sel_out) in printed
+
+    src, grown = load_scene(scene_path), load_scene(out)
+    m = torch.from_numpy(mask)
+    new = torch.from_numpy(np.load(sel_out))
+    n_rest = int((~m).sum())
+    assert new.dtype == torch.bool and new.shape == (len(grown),)
+    assert len(grown) > len(src)  # it grew
+    assert not bool(new[:n_rest].any()) and bool(new[n_rest:].all())
+    for name in ("means", "quats", "scales", "opacities", "sh"):
+        assert torch.equal(getattr(grown, name)[:n_rest], getattr(src, name)[~m]), name
+    assert torch.equal(grown.extras["label"][:n_rest], src.extras["label"][~m])
+    assert bool((grown.extras["label"][new] == 1).all())
+    # The object's means stay in its bounding box grown by 0.25 x its longest side.
+    lo, hi = src.means[m].amin(0), src.means[m].amax(0)
+    pad = 0.25 * float((hi - lo).max())
+    assert bool(
+        ((grown.means[new] >= lo - pad - 1e-6) & (grown.means[new] <= hi + pad + 1e-6)).all()
+    )
+    assert digest(scene_path) == before
+
+    # The grow options need --densify; an existing --selection-out is kept.
+    kept = sel_out.read_bytes()
+    plain = _args(scene_path, mask_path, tmp_path / "p.ply", "--margin", "0.3")
+    assert main(plain) == 2 and "--densify" in capsys.readouterr().err
+    again = _args(scene_path, mask_path, tmp_path / "q.ply", "--selection-out", str(sel_out))
+    assert main(again) == 2 and "exists" in capsys.readouterr().err
+    assert sel_out.read_bytes() == kept
+    onto_mask = _args(scene_path, mask_path, tmp_path / "r.ply", "--selection-out", str(mask_path))
+    assert main([*onto_mask, "--overwrite"]) == 2 and "input selection" in capsys.readouterr().err
+    assert not (tmp_path / "p.ply").exists() and not (tmp_path / "q.ply").exists()

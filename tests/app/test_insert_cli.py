@@ -128,6 +128,10 @@ def test_insert_at_point(world_files, tmp_path):
     [
         (["--asset", "no-such-object", "--at", "0,0,0.75"], "no asset 'no-such-object'"),
         (["--asset", "mug"], "say where"),
+        (
+            ["--text", "a cup", "--box", "0,0,0.8,0.1,0.1,0.1", "--model", "m", "--init", "nope"],
+            "no asset 'nope'",
+        ),
         (["--asset", "mug", "--on", "table"], "--on needs --features"),
         (["--asset", "book", "--at", "0,0,0.75", "--scale", "20"], "wider than the support"),
     ],
@@ -143,13 +147,15 @@ def test_bad_input_is_a_clear_error(world_files, tmp_path, capsys, extra, messag
 @pytest.mark.slow
 def test_text_to_3d_with_a_tiny_model(world_files, tmp_path, capsys):
     """The CLI's text-to-3D path end to end with a tiny random-weight diffusion pipeline (checks
-    the plumbing, not the looks)."""
+    the plumbing, not the looks): the object grows in a box over a free spot and rests on the
+    table."""
     sd = pytest.importorskip("editing.score_distillation")
     world, _, scene_path, _, _ = world_files
     model = sd.make_tiny_pipeline(tmp_path / "tiny")
     out = tmp_path / "t3d.ply"
-    box = f"0,0,{world.table_top_z + 0.05},0.08,0.08,0.1"
-    args = ["insert", str(scene_path), "--text", "a red apple", "--box", box]
+    x, y = free_xy(world)
+    box = f"{x},{y},{world.table_top_z + 0.05},0.08,0.08,0.1"
+    args = ["insert", str(scene_path), "--text", "a red apple", f"--box={box}"]
     assert main([*args, "--model", str(model), "--steps", "1", "--out", str(out)]) == 0
     assert "grew 'a red apple'" in capsys.readouterr().out
     new = load_scene(out)
@@ -157,5 +163,49 @@ def test_text_to_3d_with_a_tiny_model(world_files, tmp_path, capsys):
     assert new.subset(torch.arange(n)).allclose(world.scene)
     grown = new.means[n:].double()
     assert len(grown) > 0
-    assert (grown[:, 2] - (world.table_top_z + 0.05)).abs().max() <= 0.05 + 1e-6
+    # In the box (whose bottom is the table top), lifted by the resting gap at most.
+    assert (grown[:, 2] - (world.table_top_z + 0.05)).abs().max() <= 0.05 + 0.002
+    assert 0.0 <= float(grown[:, 2].min()) - world.table_top_z < 0.002
     assert "a red apple" in new.meta["label_names"].values()
+
+
+def free_xy(world) -> tuple[float, float]:
+    """A point of the table top far from every object's footprint."""
+    hx, hy = 0.5 * world.table.params["size_x"], 0.5 * world.table.params["size_y"]
+    grid = np.stack(np.meshgrid(np.linspace(-hx + 0.15, hx - 0.15, 15), np.linspace(-hy + 0.15, hy - 0.15, 9)), -1).reshape(-1, 2)  # fmt: skip
+    clear = np.min([np.linalg.norm(grid - o.position[:2], axis=1) - o.footprint_radius for o in world.objects], axis=0)  # fmt: skip
+    x, y = grid[int(np.argmax(clear))]
+    return float(x), float(y)
+
+
+def test_text_to_3d_options_reach_the_config(world_files, tmp_path, capsys, monkeypatch):
+    """--init/--no-densify/--method/--no-support end up in the run (a toy denoiser stands in
+    for the model) and the object rests on the table under the box."""
+    import editing.score_distillation as sd
+
+    world, _, scene_path, _, _ = world_files
+    target = torch.full((3, 64, 64), 0.5)
+    monkeypatch.setattr(sd, "load_distiller", lambda model: sd.toy_distiller(target))
+    x, y = free_xy(world)
+    box = f"{x},{y},{world.table_top_z + 0.08},0.08,0.08,0.1"
+    base = ["insert", str(scene_path), "--text", "a pear", f"--box={box}", "--model", "toy"]
+    out = tmp_path / "pear.ply"
+    opts = ["--steps", "4", "--init", "mug", "--no-densify", "--method", "sds"]
+    assert main([*base, *opts, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "grew 'a pear'" in printed and "sds, init mug" in printed and "rests on" in printed
+    new = load_scene(out)
+    n = len(world.scene)
+    assert new.subset(torch.arange(n)).allclose(world.scene)
+    record = new.meta["inserted"][-1]
+    assert record["init"].endswith("mug.ply") and record["densify"] is False
+    assert record["method"] == "sds" and record["support"] is not None
+    z = new.means[n:, 2].double()
+    assert 0.0 <= float(z.min()) - world.table_top_z < 0.002
+
+    out2 = tmp_path / "pear2.ply"
+    assert main([*base, "--steps", "2", "--no-support", "--out", str(out2)]) == 0
+    z = load_scene(out2).means[n:, 2].double()
+    assert float(z.min()) > world.table_top_z + 0.02  # left where it grew (box bottom +3 cm)
+    assert main([*base, "--method", "vsd", "--out", str(tmp_path / "v.ply")]) == 2
+    assert "does not support method='vsd'" in capsys.readouterr().err

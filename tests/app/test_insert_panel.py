@@ -12,6 +12,7 @@ from app.viewer import ViewerApp, ViewerConfig
 from app.viewer._jobs import JobStatus
 from app.viewer._panel_features import FeatureOptions
 from app.viewer._panel_insert import bundled_assets
+from app.viewer._state import NothingSelectedError
 from fields import Camera
 from fields.synthetic import WorldConfig, make_world
 
@@ -166,16 +167,42 @@ def test_text_to_3d_job(make_viewer, world):
     job = panel.generate("a red apple", distiller=_TowardsImage(0.2), config=config)
     assert job.wait(60) and job.status is JobStatus.DONE, job.error
     scene = app.state.scene
-    assert len(scene) == len(world.scene) + 100
-    assert app.state.history.steps[-1] == "text to 3D: a red apple"
     grown = app.state.selection.clone()
-    assert int(grown.sum()) == 100
+    n_new = int(grown.sum())
+    assert 0 < n_new <= 100 and len(scene) == len(world.scene) + n_new
+    assert grown[len(world.scene) :].all()
+    assert app.state.history.steps[-1] == "text to 3D: a red apple"
+    z = scene.means[grown, 2].double()
+    assert 0.0 <= float(z.min()) - world.table_top_z < 0.002  # resting on the table
+    assert "rests on the support" in panel.status.content
     app.query_panel.run("a red apple", select=True, mode="replace")  # the prompt finds them
     sel = app.state.selection
     assert int((sel & grown).sum()) / int((sel | grown).sum()) >= 0.9
     panel.model.value = ""
     with pytest.raises(ValueError, match="diffusion model"):
         panel.generate("a pear")
+
+
+def test_text_to_3d_controls_make_the_config(make_viewer, world):
+    app = make_viewer()
+    panel = app.insert_panel
+    config = panel.text_to_3d_config()  # the defaults: ellipsoid, densify, auto method
+    assert config.init == "ellipsoid" and config.densify and config.method is None
+    assert "box" in panel.init_shape.options and "mug" in panel.init_shape.options
+    panel.init_shape.value = "mug"
+    panel.densify.value = False
+    panel.method.value = "sds"
+    panel.steps.value = 3
+    config = panel.text_to_3d_config()
+    assert config.init.endswith("mug.ply") and not config.densify and config.method == "sds"
+    assert config.steps == 3
+    panel.set_click(free_table_point(world) + np.array([0.0, 0.0, 0.05]))
+    panel.box_size.value = (0.08, 0.08, 0.1)
+    job = panel.generate("a pear", distiller=_TowardsImage(0.3))  # the panel's own settings
+    assert job.wait(60) and job.status is JobStatus.DONE, job.error
+    record = app.state.scene.meta["inserted"][-1]
+    assert record["init"].endswith("mug.ply") and record["densify"] is False
+    assert record["method"] == "sds" and record["steps"] == 3
 
 
 def test_text_to_3d_job_cancels_without_a_step(make_viewer, world):
@@ -199,3 +226,50 @@ def test_text_to_3d_job_cancels_without_a_step(make_viewer, world):
     assert job.wait(60) and job.status is JobStatus.CANCELLED
     assert distiller.calls < 10
     assert app.state.history.steps == steps_before and app.state.scene is world.scene
+
+
+def test_replace_selection_is_one_undoable_step(make_viewer, world):
+    """The mug replaced by the can: one history step, the mug's label gone, the can (named,
+    queryable) selected on the same spot; one undo brings the mug back."""
+    app = make_viewer(field=oracle_like_field(world.scene, world.label_names))
+    panel, state = app.insert_panel, app.state
+    mug = world.object_named("mug")
+    before = state.scene
+    state.select(before.extras["label"] == mug.label)
+    n_steps = len(state.history.steps)
+    job = panel.replace("can")
+    assert job.wait(60) and job.status is JobStatus.DONE, job.error
+    rep = job.result
+    scene = state.scene
+    assert len(state.history.steps) == n_steps + 1 and state.history.steps[-1].startswith("replace")
+    assert not bool((scene.extras["label"] == mug.label).any())
+    assert torch.equal(state.selection, rep.mask)  # the new object is selected
+    spot = scene.means[rep.mask].double().mean(0).numpy()
+    assert np.linalg.norm(spot[:2] - mug.position[:2]) < mug.footprint_radius
+    assert "Replaced the selection with **can**" in panel.status.content
+    app.query_panel.run("can", select=True, mode="replace")
+    sel = state.selection
+    assert int((sel & rep.mask).sum()) / int((sel | rep.mask).sum()) >= 0.9
+    assert state.undo()
+    assert state.scene is before
+
+
+def test_replace_with_text_and_bad_input(make_viewer, world):
+    app = make_viewer()
+    panel, state = app.insert_panel, app.state
+    state.clear_selection()
+    with pytest.raises(NothingSelectedError):
+        panel.replace("can")
+    cup = world.object_named("cup")
+    state.select(state.scene.extras["label"] == cup.label)
+    config = editing.TextTo3DConfig(n_gaussians=100, steps=3, size=16)
+    job = panel.replace_with_text("a red apple", distiller=_TowardsImage(0.2), config=config)
+    assert job.wait(60) and job.status is JobStatus.DONE, job.error
+    scene = state.scene
+    assert not bool((scene.extras["label"] == cup.label).any())
+    grown = state.selection
+    assert bool(grown.any()) and state.history.steps[-1].startswith("replace")
+    xy = scene.means[grown, :2].double().numpy()
+    assert np.linalg.norm(xy.mean(0) - cup.position[:2]) < cup.footprint_radius
+    with pytest.raises(ValueError, match="prompt"):
+        panel.replace_with_text("  ")

@@ -174,3 +174,67 @@ def test_first_preview_with_the_tiny_pipeline(viewer, scene, tmp_path):
     assert job.wait(120) and job.status == JobStatus.DONE, job.error
     assert panel.previews >= 2 and panel.first_preview_s is not None
     print(f"\nfirst preview {panel.first_preview_s:.2f} s after pressing Edit (tiny pipeline)")
+
+
+def test_grow_geometry_lands_as_one_step_and_the_selection_follows(viewer, scene):
+    app = viewer
+    panel = app.text_edit_panel
+    panel.load_distiller = toy_loader
+    red = scene.extras["label"] == 1
+    app.state.select(red)
+    app.state.save_named("red blob", red)
+    original = app.state.scene
+    before = [t.clone() for t in fields_of(original)]
+    steps_before = len(app.state.history_steps()[0])
+    watch = Watch(app)
+
+    panel.prompt.value = "a green blob"
+    panel.grow.value = True
+    panel.margin.value = 0.3
+    config = panel.config()
+    assert config.densify and config.grow_margin == 0.3
+    changes = {**FAST, "params": ("color", "position", "scale", "opacity"), "densify_every": 5}
+    job = panel.run(steps=20, **changes)
+    assert job.wait(60) and job.status == JobStatus.DONE, job.error
+    assert "growing geometry" in panel.status.content or "Done" in panel.status.content
+
+    # One history step; live previews of the growing blob reached the browsers before it.
+    names, index = app.state.history_steps()
+    assert len(names) == steps_before + 1 and names[index] == "Text edit: a green blob"
+    previews = [(s, n) for s, n, _ in watch.shown if s is not original and s is not app.state.scene]
+    assert panel.previews >= 2 and len(previews) >= 2
+    assert all(n == steps_before for _, n in previews)  # previews never enter the history
+    assert any(len(s) != len(original) for s, _ in previews)  # the blob grew while previewed
+    edited = app.state.scene
+    assert len(edited) > len(original)
+    n_rest = int((~red).sum())
+    for a, b in zip(fields_of(edited), fields_of(original), strict=True):
+        assert torch.equal(a[:n_rest], b[~red])  # the rest: first, in order, bit-identical
+    assert torch.equal(edited.extras["label"][:n_rest], original.extras["label"][~red])
+    assert bool((edited.extras["label"][n_rest:] == 1).all())  # grown rows are still the blob
+    # The selection (and the named selection) follow the edited object.
+    sel = app.state.selection
+    assert sel.shape == (len(edited),) and not bool(sel[:n_rest].any()) and bool(sel[n_rest:].all())
+    # Named selections are remapped by ancestry (one row per ancestor: the viewer's rule for
+    # copies), so the saved blob stays on the blob and off the rest.
+    named = app.state.named_selections["red blob"]
+    assert named.shape == sel.shape and int(named.sum()) > 0.5 * int(red.sum())
+    assert not bool((named & ~sel).any())
+    assert app.push_stats.version == app.state.version
+
+    # One undo brings back the scene and its selection bit for bit; redo the grown one.
+    assert app.state.undo()
+    assert all(torch.equal(a, b) for a, b in zip(fields_of(app.state.scene), before, strict=True))
+    assert torch.equal(app.state.selection, red)
+    assert app.state.redo() and app.state.scene is edited
+    assert torch.equal(app.state.selection, sel)
+
+
+def test_grow_geometry_refuses_a_bad_margin(viewer, scene):
+    panel = viewer.text_edit_panel
+    panel.prompt.value = "a green blob"
+    panel.grow.value = True
+    panel.margin.value = -0.5
+    viewer.state.select(scene.extras["label"] == 1)
+    with pytest.raises(ValueError, match="grow_margin"):
+        panel.run(**FAST)

@@ -1,5 +1,5 @@
 """Asset insertion against a synthetic world's analytic ground truth (table top z = 0.75, exact
-object solids), the bundled assets, and text-to-3D in a box with a score distiller."""
+object solids) and the bundled assets (text-to-3D: test_text_to_3d.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from scipy.spatial import cKDTree
 import editing
 from assets import OBJECTS_DIR
 from editing.insertion import AssetNotFoundError
-from fields import Camera, GaussianScene, render
+from fields import GaussianScene
 from fields.synthetic import WorldConfig, make_world
 
 ASSETS = ("mug", "can", "ball", "book")
@@ -179,88 +179,6 @@ def test_bad_input_is_a_clear_value_error(world, objects, tmp_path):
         editing.load_asset(tmp_path / "missing.ply")
     with pytest.raises(ValueError, match="needs a name"):
         editing.insert_object(world.scene, objects["can"], torch.eye(4), name=" ")
-
-
-# ---------------------------------------------------------------------- text-to-3D
-class _TowardsImage:
-    """A stand-in score distiller: the loss pulls every render towards a fixed image."""
-
-    def __init__(self, target: torch.Tensor) -> None:
-        self.target = target  # [3,H,W]
-        self.calls = 0
-
-    def loss(self, images, prompt, *, method="sds", progress=0.0, generator=None, **_):
-        assert images.requires_grad and images.shape[1:] == self.target.shape
-        self.calls += 1
-        return ((images - self.target) ** 2).mean()
-
-
-def test_text_to_3d_optimises_only_the_new_gaussians_inside_the_box(world):
-    scene = world.scene
-    centre = np.array([0.0, 0.0, world.table_top_z + 0.05])
-    size = np.array([0.08, 0.08, 0.1])
-    config = editing.TextTo3DConfig(n_gaussians=300, steps=40, size=24, lr=0.05, seed=1)
-    red = torch.tensor([0.9, 0.1, 0.1])[:, None, None].expand(3, 24, 24)
-    distiller = _TowardsImage(red)
-    steps = []
-    new, mask = editing.text_to_3d(
-        scene, (centre, size), distiller, "a red apple", config, on_step=lambda *a: steps.append(a)
-    )
-    assert distiller.calls == 40 and len(steps) == 40
-    n = len(scene)
-    assert new.subset(torch.arange(n)).allclose(scene)  # the scene is frozen context
-    assert int(mask.sum()) == 300 and mask[n:].all()
-    grown = new.subset(mask)
-    local = (grown.means.double().numpy() - centre) / (0.5 * size)
-    assert np.abs(local).max() <= 1.0 + 1e-6  # never leaves the box
-    rgb = grown.colors.mean(0)
-    assert float(rgb[0]) > 0.7 and float(rgb[1]) < 0.35  # grey -> red
-    label = int(new.extras["label"][mask][0])
-    assert new.meta["label_names"][str(label)] == "a red apple"
-
-
-def test_text_to_3d_stops_when_asked(world):
-    config = editing.TextTo3DConfig(n_gaussians=50, steps=100, size=16, context=False)
-    distiller = _TowardsImage(torch.full((3, 16, 16), 0.2))
-    _, mask = editing.text_to_3d(
-        world.scene,
-        ((0.0, 0.0, 0.8), (0.05, 0.05, 0.05)),
-        distiller,
-        "a cube",
-        config,
-        should_stop=lambda: distiller.calls >= 3,
-    )
-    assert distiller.calls == 3 and int(mask.sum()) == 50
-    with pytest.raises(ValueError, match="box size must be positive"):
-        editing.text_to_3d(world.scene, ((0, 0, 0), (0, 1, 1)), distiller, "x", config)
-    with pytest.raises(ValueError, match="needs a prompt"):
-        editing.text_to_3d(world.scene, ((0, 0, 0), (1, 1, 1)), distiller, " ", config)
-
-
-def test_text_to_3d_with_the_toy_score_distiller():
-    """The real SDS code path (editing.score_distillation's toy denoiser that knows the
-    answer) turns the grey blob towards the target colour."""
-    sd = pytest.importorskip("editing.score_distillation")
-    size = 16
-    target = torch.tensor([0.1, 0.2, 0.9])[:, None, None].expand(3, size, size).contiguous()
-    distiller = sd.toy_distiller(target, "a blue ball")
-    config = editing.TextTo3DConfig(n_gaussians=200, steps=60, size=size, lr=0.05, context=False)
-    empty = GaussianScene.empty()
-    new, mask = editing.text_to_3d(
-        empty, ((0.0, 0.0, 0.0), (0.2, 0.2, 0.2)), distiller, "a blue ball", config
-    )
-    rgb = new.subset(mask).colors.mean(0)
-    assert float(rgb[2]) > float(rgb[0]) + 0.2  # bluer than red, from grey
-    cam = Camera.look_at(
-        (0.0, -0.6, 0.2),
-        (0.0, 0.0, 0.0),
-        (0.0, 0.0, 1.0),
-        torch.tensor([[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]]),
-        size,
-        size,
-    )
-    alpha = render(new, cam).alpha
-    assert float(alpha.max()) > 0.3  # the blob is visible
 
 
 def test_object_takes_the_scenes_sh_degree(world, objects):

@@ -202,6 +202,7 @@ def test_per_method_default_guidance():
     cfg = DistillationConfig()
     assert cfg.guidance_for("sds") == DEFAULT_GUIDANCE["sds"] == 100.0
     assert cfg.guidance_for("dds") == DEFAULT_GUIDANCE["dds"] == 7.5
+    assert cfg.guidance_for("vsd") == DEFAULT_GUIDANCE["vsd"] == 7.5
     assert DistillationConfig(guidance_scale=2.0).guidance_for("sds") == 2.0
 
 
@@ -288,7 +289,7 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="same shape"):
         d.loss(torch.rand(1, 3, 16, 16), "red", method="dds", source_images=torch.rand(1, 3, 8, 8))
     with pytest.raises(ValueError, match="method"):
-        d.loss(torch.rand(1, 3, 16, 16), "red", method="vsd")
+        d.loss(torch.rand(1, 3, 16, 16), "red", method="sdi")
     with pytest.raises(ValueError, match="target"):
         toy_distiller(torch.rand(4, 16, 16))
 
