@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from fields import GaussianScene, render, up_vector
-from fields.conventions import UpSpec, format_up
+from fields.conventions import UpSpec, format_up, horizontal_basis
 
 from ._fill import (
     FillPlan,
@@ -96,6 +96,12 @@ class RemovalConfig:
     points; nothing there = no support ("is it floating?")."""
     walls: bool = True
     """Also fill vertical planes behind the object (walls, a shelf's back) that it occluded."""
+    absorb_base: bool = True
+    """Also remove what lies under the object at its base and looks like it rather than like
+    the surface around it: the underside no camera saw, which a language query or a click
+    misses (a can's bottom lid would stay behind as a disc on the table)."""
+    base_band: float = 0.08
+    """How far (fraction of the object's size) from its lowest points the base layer reaches."""
     wall_reach: float = 0.5
     """A wall may stand up to this fraction of the object's size behind it."""
     seed: int = 0
@@ -138,6 +144,7 @@ class Removal:
     scene: GaussianScene  # the rest, in its order, bit-identical, then the fill appended
     fill: Tensor  # [N'] bool: the new Gaussians (the last rows of `scene`)
     removed: int  # Gaussians deleted
+    mask: Tensor  # [N] bool: the input's Gaussians deleted (the selection and its unseen base)
     surfaces: list[dict[str, Any]]  # the support first (count 0 when nothing was missing
     # under the object), then each wall that got a fill: kind ("support"/"wall"), plane, count,
     # area (m² of hole), label (the surface's label name, when the scene has labels), ...
@@ -190,6 +197,14 @@ def remove_object(
     opaque = torch.sigmoid(scene.opacities.detach().cpu()).numpy() > _OPAQUE
     body = sel & opaque
     obj = ObjectExtent.of(means[body if body.any() else sel], up)
+    if config.absorb_base:
+        base = _unseen_base(scene, means, sel, rest, obj, config.base_band)
+        if base.any():
+            sel, rest = sel | base, rest & ~base
+            mask = torch.from_numpy(sel).to(scene.device)
+            n_sel = int(sel.sum())
+            if not rest.any():
+                raise ValueError("removing the selection leaves no shown Gaussians to fill from")
 
     # The object's neighbourhood: the window the surfaces and their exemplars come from.
     rel = means - obj.centre
@@ -263,10 +278,45 @@ def remove_object(
         scene=out,
         fill=fill_mask,
         removed=n_sel,
+        mask=mask.detach().cpu(),
         surfaces=surfaces,
         refine_steps=steps_run,
         timings_ms={k: round(v, 2) for k, v in timings.items()},
     )
+
+
+def _unseen_base(
+    scene: GaussianScene,
+    means: np.ndarray,  # [N,3]
+    sel: np.ndarray,  # [N] bool: the object
+    rest: np.ndarray,  # [N] bool: the shown rest
+    obj: ObjectExtent,
+    band: float,
+) -> np.ndarray:  # [N] bool
+    """Rest Gaussians in the object's base layer (within `band` object sizes of its lowest
+    points), inside its footprint, whose colour is nearer the object's than the surrounding
+    base layer's: the object's unseen underside, left out of a selection made from views."""
+    from ._fill import inside_hull
+
+    e = np.stack(horizontal_basis(obj.up))  # [2,3]
+    h = means @ obj.up
+    xy = means @ e.T
+    centre = obj.centre @ e.T
+    r = np.linalg.norm(xy - centre, axis=1)
+    near = rest & (np.abs(h - obj.base) <= band * obj.size) & (r <= 2.0 * obj.radius)
+    body = obj.points @ e.T
+    inside = np.zeros_like(near)
+    inside[near] = inside_hull(body, xy[near], 0.05 * obj.radius)
+    cand = near & inside
+    ring = near & ~inside
+    if not cand.any() or not ring.any():
+        return np.zeros_like(cand)
+    colors = scene.colors.detach().cpu().double().numpy()
+    d_obj, _ = kdtree(colors[sel]).query(colors[cand])
+    d_ring, _ = kdtree(colors[ring]).query(colors[cand])
+    out = np.zeros_like(cand)
+    out[np.flatnonzero(cand)[d_obj < d_ring]] = True
+    return out
 
 
 def _label_names(scene: GaussianScene) -> dict[int, str]:

@@ -119,11 +119,12 @@ class EditPanel:
                 if current is not scene:
                     raise RuntimeError("the scene changed meanwhile; remove again")
                 # Kept rows, then the fill: new Gaussians (-1), outside every named selection.
-                rows = torch.cat([(~sel).nonzero().squeeze(1), torch.full((int(fill.sum()),), -1)])
+                gone = result.mask  # the selection and the unseen base it stood on
+                rows = torch.cat([(~gone).nonzero().squeeze(1), torch.full((int(fill.sum()),), -1)])
                 self.app.derive(current, result.scene, index=rows, changed=fill)
                 return result.scene, torch.zeros(len(result.scene), dtype=torch.bool)
 
-            self.app.state.apply(f"remove (fill) {n:,}", op)
+            self.app.state.apply(f"remove (fill) {result.removed:,}", op)
             self.last_removal = result
             kinds = ", ".join(f"{s['kind']} {s['count']:,}" for s in result.surfaces)
             self.app.notify(

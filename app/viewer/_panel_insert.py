@@ -275,7 +275,7 @@ class InsertPanel:
         if field is not None:
             ctx.progress(0.8, "features for the new Gaussians")
             new = self._with_features(field, new, rep.mask, rep.name, self._encode_name(rep.name))
-        kept = (~sel).nonzero().squeeze(1)
+        kept = (~rep.removal.mask).nonzero().squeeze(1)  # the selection and its unseen base go
         added = len(new) - len(kept)  # the fill, then the new object: new rows
         rows = torch.cat([kept, torch.full((added,), -1, dtype=torch.long)])
         changed = torch.zeros(len(new), dtype=torch.bool)
