@@ -225,14 +225,7 @@ class InsertPanel:
     ) -> Job:
         """Replace the selected object with one grown from the prompt on its footprint, as a
         job (returned); `distiller`: an already built score distiller (tests)."""
-        prompt = (self.prompt.value if prompt is None else prompt).strip()
-        if not prompt:
-            raise ValueError("type what to grow (the prompt)")
-        model = self.model.value.strip()
-        if distiller is None and not model:
-            raise ValueError(
-                "give a diffusion model (a folder inside the working folder or hub id)"
-            )
+        prompt, model = self._prompt_and_model(prompt, distiller)
         snap = self.app.state.snapshot()
         if snap.n_selected == 0:
             raise NothingSelectedError("Replace with text: select the object to replace first")
@@ -264,6 +257,18 @@ class InsertPanel:
             return rep
 
         return self.app.jobs.submit(f"Replace with text: {prompt}", job)
+
+    def _prompt_and_model(self, prompt: str | None, distiller: Any) -> tuple[str, str]:
+        """The text-to-3D prompt (argument or field) and model field, checked."""
+        prompt = (self.prompt.value if prompt is None else prompt).strip()
+        if not prompt:
+            raise ValueError("type what to grow (the prompt)")
+        model = self.model.value.strip()
+        if distiller is None and not model:
+            raise ValueError(
+                "give a diffusion model (a folder inside the working folder or hub id)"
+            )
+        return prompt, model
 
     def _land_replacement(
         self, ctx: JobContext, scene: GaussianScene, sel: torch.Tensor, rep: editing.Replacement
@@ -501,14 +506,7 @@ class InsertPanel:
     ):
         """Grow the prompt in the box as a job (returned); the result is one history step.
         `distiller`: an already built score distiller (tests); else the "Model" field's."""
-        prompt = (self.prompt.value if prompt is None else prompt).strip()
-        if not prompt:
-            raise ValueError("type what to grow (the prompt)")
-        model = self.model.value.strip()
-        if distiller is None and not model:
-            raise ValueError(
-                "give a diffusion model (a folder inside the working folder or hub id)"
-            )
+        prompt, model = self._prompt_and_model(prompt, distiller)
         T = self.box_pose()
         box = (T[:3, 3], np.asarray(self.box_size.value, dtype=np.float64), T[:3, :3])
         config = config or self.text_to_3d_config()
