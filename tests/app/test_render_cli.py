@@ -173,3 +173,116 @@ def test_orbit_renders_of_a_nerf_and_option_errors(world, tmp_path, capsys):
     assert "--data" in capsys.readouterr().err
     assert _render(tmp_path / "missing.nerf", tmp_path / "y") == 2
     assert "no such NeRF scene" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- camera paths
+def _orbit_path(scene_path: Path, width: int, height: int, fps: float = 10.0, seconds=0.6):
+    """A keyframed nerfstudio path: four views around the scene, looking at its centre."""
+    import math
+
+    from fields import Camera, CameraPath, Keyframe
+
+    means = load_scene(scene_path).means.double()
+    centre = ((means.min(0).values + means.max(0).values) / 2).numpy()
+    radius = float((means.max(0).values - means.min(0).values).norm())
+    kfs = []
+    for k in range(4):
+        a = 2 * math.pi * k / 4
+        eye = centre + radius * np.array([math.cos(a), math.sin(a), 0.5])
+        cam = Camera.look_at(eye, centre, (0.0, 0.0, 1.0), torch.eye(3), 4, 4)
+        kfs.append(Keyframe(cam.c2w.double().numpy(), 45.0))
+    return CameraPath(tuple(kfs), seconds=seconds, fps=fps, width=width, height=height)
+
+
+def _read_video(path: Path) -> tuple[list[np.ndarray], dict]:
+    import imageio_ffmpeg
+
+    gen = imageio_ffmpeg.read_frames(str(path))
+    meta = next(gen)
+    w, h = meta["size"]
+    frames = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in gen]
+    return frames, meta
+
+
+@pytest.mark.parametrize("kind", ["gaussians", "nerf"])
+def test_camera_path_to_mp4_one_frame_per_entry(world, tmp_path, kind):
+    from fields import load_camera_path, save_camera_path
+
+    _, ply, nerf = world
+    path = _orbit_path(ply, 48, 32, fps=10.0, seconds=0.7)
+    file = save_camera_path(path, tmp_path / "camera_path.json")
+    video = tmp_path / "out" / "orbit.mp4"
+    scene_path = ply if kind == "gaussians" else nerf
+    assert _render(scene_path, video, "--camera-path", str(file)) == 0
+    frames, meta = _read_video(video)
+    assert len(frames) == 7 and meta["size"] == (48, 32)
+    assert meta["fps"] == pytest.approx(10.0)
+    # Each frame is its own camera's render (H.264 is lossy: compare loosely) and they differ.
+    cams = load_camera_path(file).cameras
+    if kind == "gaussians":
+        scene = load_scene(ply)
+        want = [_u8(render(scene, c, background=(1.0, 1.0, 1.0)).rgb) for c in cams]
+    else:
+        from fields.nerf import load_nerf
+
+        scene = load_nerf(nerf)
+        want = [_u8(render_nerf(scene, c, background=(1.0, 1.0, 1.0)).rgb) for c in cams]
+    err = np.array([[np.abs(g.astype(int) - w).mean() for w in want] for g in frames])
+    assert np.diag(err).max() < 6
+    # ... not the next frame's: the views differ more than the encoding loses.
+    assert err[0, 1] > 2 * err[0, 0] and err[1, 0] > 2 * err[1, 1]
+    # No temporary file is left behind.
+    assert sorted(p.name for p in video.parent.iterdir()) == ["orbit.mp4"]
+
+
+def test_camera_path_odd_size_refusal_and_pngs(world, tmp_path, capsys):
+    from fields import save_camera_path
+
+    _, ply, _ = world
+    file = save_camera_path(_orbit_path(ply, 33, 25, fps=5.0, seconds=0.6), tmp_path / "p.json")
+    video = tmp_path / "odd.mp4"
+    assert _render(ply, video, "--camera-path", str(file)) == 0
+    frames, meta = _read_video(video)
+    assert len(frames) == 3 and meta["size"] == (34, 26)  # one more column and row, not scaled
+    assert "H.264 needs even sizes" in capsys.readouterr().out
+    # An existing video is kept unless --overwrite.
+    before = video.read_bytes()
+    assert _render(ply, video, "--camera-path", str(file), "--max-views", "1") == 2
+    assert "already exists" in capsys.readouterr().err
+    assert video.read_bytes() == before
+    assert _render(ply, video, "--camera-path", str(file), "--max-views", "1", "--overwrite") == 0
+    assert len(_read_video(video)[0]) == 1
+    # Any other --out: one PNG per entry at the file's own (odd) size.
+    assert _render(ply, tmp_path / "pngs", "--camera-path", str(file)) == 0
+    pngs = sorted((tmp_path / "pngs").glob("*.png"))
+    assert [p.name for p in pngs] == ["frame_00000.png", "frame_00001.png", "frame_00002.png"]
+    assert _png(pngs[0]).shape == (25, 33, 3)
+
+
+def test_camera_path_errors(world, tmp_path, capsys):
+    data, ply, _ = world
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "render_width": 8,
+                "render_height": 8,
+                "fps": 4,
+                "camera_path": [
+                    {"camera_to_world": [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0], "fov": 50}
+                ],
+            }
+        )
+    )
+    assert _render(ply, tmp_path / "v.mp4", "--camera-path", str(bad)) == 0  # 3x4 accepted
+    bad.write_text(json.dumps({"render_width": 8, "fps": 4, "camera_path": []}))
+    assert _render(ply, tmp_path / "w.mp4", "--camera-path", str(bad)) == 2
+    assert "'render_height'" in capsys.readouterr().err
+    good = tmp_path / "good.json"
+    from fields import save_camera_path
+
+    save_camera_path(_orbit_path(ply, 16, 16), good)
+    assert _render(ply, tmp_path / "x.mp4", "--camera-path", str(good), data=data) == 2
+    assert "--data" in capsys.readouterr().err
+    assert _render(ply, tmp_path / "y.mp4", "--camera-path", str(tmp_path / "none.json")) == 2
+    assert "no such camera path" in capsys.readouterr().err
