@@ -10,6 +10,15 @@ is loaded.
 """
 
 from . import semantics
+from ._align import (
+    PlaneFit,
+    align_scene,
+    fit_plane_at,
+    level_transform,
+    measure,
+    rotation_between,
+    scale_transform,
+)
 from ._nerf_edit import NerfEditConfig, nerf_edit_views, nerf_region, nerf_text_edit
 from .grasp import (
     Grasp,
@@ -96,6 +105,7 @@ __all__ = [
     "History",
     "NerfEditConfig",
     "Placement",
+    "PlaneFit",
     "Project",
     "ProjectFormatError",
     "Recovery",
@@ -107,6 +117,7 @@ __all__ = [
     "TextEditConfig",
     "TextEditResult",
     "TextTo3DConfig",
+    "align_scene",
     "check_mask",
     "combine",
     "delete",
@@ -115,6 +126,7 @@ __all__ = [
     "edit_views",
     "find_free_spot",
     "find_recovery",
+    "fit_plane_at",
     "fit_support_plane",
     "footprint",
     "grasps_to_json",
@@ -124,10 +136,12 @@ __all__ = [
     "insert_object",
     "is_project",
     "isolate",
+    "level_transform",
     "load_asset",
     "load_distiller",
     "load_project",
     "make_tiny_pipeline",
+    "measure",
     "nerf_edit_views",
     "nerf_region",
     "nerf_text_edit",
@@ -145,9 +159,11 @@ __all__ = [
     "remove_object",
     "replace_object",
     "replace_with_text",
+    "rotation_between",
     "sample_edit_views",
     "save_grasps",
     "save_project",
+    "scale_transform",
     "select_box",
     "select_rect",
     "select_sphere",

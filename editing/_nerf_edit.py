@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from fields import Camera, GaussianScene, parse_up
+from fields import Camera, GaussianScene, parse_up, scene_up
 from fields.nerf import EditedNerfField, NerfScene, QueryRegion, camera_rays, render_nerf
 
 from ._views import sample_edit_views
@@ -66,7 +66,8 @@ class NerfEditConfig:
     margin: float = 1.15
     """How much larger than the region's bounding sphere each view's frame is."""
     up: str | tuple[float, float, float] | None = None
-    """World up ("+z", "-y", a vector); default: the scene's meta "up", else -y."""
+    """World up ("+z", "-y", a vector); default: `fields.scene_up` of the NeRF (its meta "up", its
+    recorded cameras, else -y)."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """RGB behind the scene in the edit views."""
     seed: int = 0
@@ -127,7 +128,9 @@ def _region_proxy(scene: NerfScene, region: QueryRegion) -> GaussianScene:
     `sample_edit_views` frames."""
     n = region.centers.shape[0]
     cell = 2.0 * scene.box.radius / region.resolution
-    meta = {"up": scene.meta["up"]} if "up" in scene.meta else {}
+    # The NeRF's up by the one rule (meta "up"/"up_axis", its recorded cameras, the default),
+    # not estimated from these voxel centres.
+    meta = {"up": scene_up(GaussianScene.empty().replace(meta=dict(scene.meta))).vector.tolist()}
     return GaussianScene.from_activated(
         region.centers.float(),
         torch.tensor([[1.0, 0.0, 0.0, 0.0]]).expand(n, 4),

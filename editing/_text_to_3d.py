@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from fields import Camera, GaussianScene, orbit_cameras, render, up_vector
-from fields.conventions import parse_up
+from fields.conventions import DEFAULT_UP, parse_up
 from fields.scene import rgb_to_sh, rotmat_to_quat
 from fields.training import DefaultStrategy, DefaultStrategyConfig, GaussianParams, Progress
 
@@ -142,8 +142,8 @@ class TextTo3DConfig:
     seed: int = 0
     """Seed of the initialisation, the views and the distiller's noise."""
     up: Any = None
-    """World up ("+z", "-y", a vector); default: `fields.up_vector` (the scene's meta "up", else
-    -y)."""
+    """World up ("+z", "-y", a vector); default: `fields.up_vector` (the scene's meta "up", else its
+    cameras', else estimated from its support plane, else -y)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Further keyword arguments of `distiller.loss` (a "method" here counts when `method` is
     None)."""
@@ -297,7 +297,7 @@ def shape_prior(
     box: Any,  # (centre [3], size [3]) or (centre [3], size [3], R [3,3] box-to-world)
     config: TextTo3DConfig | None = None,
     *,
-    up: Any = None,  # world up for an asset prior; default config.up, else -y
+    up: Any = None,  # world up for an asset prior; default config.up, else fields' DEFAULT_UP
 ) -> GaussianScene:
     """The Gaussians `text_to_3d` starts from (world frame, SH degree 0, no extras):
     `config.init` ("ellipsoid", "box" or an object scene's path) fitted to `box`. A path that
@@ -316,7 +316,9 @@ def shape_prior(
         rots = torch.eye(3, dtype=torch.float64).expand(n, 3, 3)
         stds = torch.full((n, 3), config.init_scale * float(size.min()), dtype=torch.float64)
     else:
-        up_w = parse_up(up if up is not None else (config.up if config.up is not None else "-y"))
+        up_w = parse_up(
+            up if up is not None else (config.up if config.up is not None else DEFAULT_UP)
+        )
         return _asset_prior(Path(init).expanduser(), centre, size, R, up_w, config)
     n = len(local)
     opacity = math.log(config.init_opacity / (1 - config.init_opacity))

@@ -11,7 +11,7 @@ Asset insertion, as pure functions:
 
 or `place_object(scene, obj, support_mask, name="mug")` for all four. Objects come in their own
 frame: the centre of the base at the origin, the object's up (`fields.conventions.up_vector`: its
-`meta["up"]`, else -y; bundled assets record +z) up, metric like the
+`meta["up"]`, else estimated from its flat base, else -y; bundled assets record +z) up, metric like the
 scene. Existing Gaussians keep their order and stay bit-identical; the object's Gaussians are
 appended with a new `label` id whose name is added to `meta["label_names"]` (as in
 `fields.synthetic` worlds), so exports and language queries know it.
@@ -99,7 +99,8 @@ def load_asset(path: str | Path) -> GaussianScene:
 
 
 def _object_frame(obj: GaussianScene) -> np.ndarray:
-    """[3,3] rotation taking the object's up (`fields.up_vector`: meta["up"], else -y) to +z."""
+    """[3,3] rotation taking the object's up (`fields.up_vector`: meta["up"], else its estimate, else -y) to
+    +z."""
     return _rotation_between(up_vector(obj), np.eye(3)[2])
 
 

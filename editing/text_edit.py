@@ -102,7 +102,7 @@ class TextEditConfig:
     """How much larger than the selection's bounding sphere each view's frame is."""
     up: str | tuple[float, float, float] | None = None
     """World up ("+z", "-y", a vector); default: `fields.conventions.scene_up` (the scene's
-    meta "up", else -y)."""
+    meta "up", else its cameras', else estimated from its support plane, else -y)."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """RGB behind the scene in the edit views."""
     preserve_weight: float = 0.0

@@ -6,9 +6,15 @@ decides in this order:
 1. an explicit override (a CLI flag, a config field);
 2. the scene's own record: `scene.meta["up"]` (scenelab's synthetic worlds and bundled assets
    write it) or the sidecar spelling `meta["up_axis"]`;
-3. the mean up axis (-y in OpenCV camera axes) of the capture's cameras, when they broadly agree
-   — people hold cameras upright, which is how nerfstudio orients captures too;
-4. `DEFAULT_UP` = -y. Most scenes come out of COLMAP and the INRIA 3DGS trainer, which keep
+3. the mean up axis (-y in OpenCV camera axes) of the capture's cameras (those passed in, else
+   those the sidecar records in `meta["cameras"]`), when they broadly agree — people hold
+   cameras upright, which is how nerfstudio orients captures too;
+4. an estimate from the splats themselves (`estimate_up`): the dominant support plane (a large,
+   flat, well-populated plane found from the flat splats' normals and RANSAC on the centres), its
+   up side the one that holds the scene's mass and leaves free space above the plane (things
+   rest on a floor or a table; a table's underside is close below it) — used when its
+   confidence reaches `ESTIMATE_MIN_CONFIDENCE`;
+5. `DEFAULT_UP` = -y. Most scenes come out of COLMAP and the INRIA 3DGS trainer, which keep
    COLMAP's world axes; COLMAP's world is the first camera's frame, whose y points down in the
    image, so for a capture shot with an upright camera the world's up is about -y. One default
    for the whole product keeps the viewer, edits, insertion and grasps in agreement.
@@ -37,10 +43,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .camera import Camera
+from .camera import Camera, cameras_from_meta
 from .scene import GaussianScene
 
-UpSource = Literal["override", "scene", "cameras", "default"]
+UpSource = Literal["override", "scene", "cameras", "estimated", "default"]
 UpSpec = str | Sequence[float] | np.ndarray | Tensor
 
 DEFAULT_UP = np.array([0.0, -1.0, 0.0])
@@ -63,7 +69,8 @@ class UpAxis:
     """The world's up direction and where it came from."""
 
     vector: np.ndarray  # [3] unit float64
-    source: UpSource  # "override" | "scene" | "cameras" | "default"
+    source: UpSource  # "override" | "scene" | "cameras" | "estimated" | "default"
+    confidence: float = 1.0  # of an "estimated" up (`UpEstimate.confidence`); 1 otherwise
 
     @property
     def label(self) -> str:
@@ -136,9 +143,12 @@ def scene_up(
     scene: GaussianScene,
     cameras: Sequence[Camera] = (),
     override: UpSpec | None = None,
+    *,
+    estimate: bool = True,
 ) -> UpAxis:
     """The world's up: `override` -> `scene.meta["up"]` (or `meta["up_axis"]`) -> the mean up
-    of `cameras` when they agree -> `DEFAULT_UP` (-y); see the module docstring.
+    of `cameras` (else of the sidecar's `meta["cameras"]`) when they agree -> `estimate_up` when
+    confident (`estimate=False` skips it) -> `DEFAULT_UP` (-y); see the module docstring.
 
     An invalid `override` raises `ValueError`; an unreadable meta value is skipped with a
     warning (the file cannot be fixed from here)."""
@@ -152,15 +162,324 @@ def scene_up(
             return UpAxis(parse_up(value), "scene")
         except ValueError as e:
             warnings.warn(f"ignoring the scene's meta[{key!r}]: {e}", stacklevel=2)
+    if not cameras and scene.meta.get("cameras") is not None:
+        try:
+            cameras = cameras_from_meta(scene.meta) or ()
+        except ValueError as e:
+            warnings.warn(f"ignoring the scene's recorded cameras: {e}", stacklevel=2)
     mean = cameras_up(cameras)
     if mean is not None:
         return UpAxis(mean, "cameras")
+    if estimate:
+        guess = estimate_up(scene)
+        if guess is not None and guess.confidence >= ESTIMATE_MIN_CONFIDENCE:
+            return UpAxis(guess.vector.copy(), "estimated", guess.confidence)
     return UpAxis(DEFAULT_UP.copy(), "default")
 
 
 def up_vector(scene: GaussianScene, override: UpSpec | None = None) -> np.ndarray:
     """[3] unit float64: `scene_up(scene, override=override).vector`."""
     return scene_up(scene, override=override).vector
+
+
+# ---------------------------------------------------------------------- up from the splats
+@dataclass(frozen=True, eq=False)
+class UpEstimate:
+    """The up axis read from the splats' geometry (`estimate_up`)."""
+
+    vector: np.ndarray  # [3] unit float64
+    confidence: float  # 0 (no evidence) .. 1 (a dominant, well-populated support plane)
+    plane_point: np.ndarray  # [3] a point on the support plane (its inliers' centroid)
+    support: float  # share of the sampled opaque splats that lie on the plane
+    evidence: str  # what decided it, for notes and logs
+
+
+# Confidence from which `scene_up` trusts an estimate over the default.
+ESTIMATE_MIN_CONFIDENCE = 0.35
+_EST_MAX_POINTS = 30_000
+_EST_MIN_POINTS = 200
+_EST_OPAQUE = 0.2
+_EST_FLAT_RATIO = 0.5  # a splat is flat when its smallest scale is below this x its middle one
+_EST_CONE_DEG = 12.0  # flat normals within this of a direction count for it
+_EST_RANSAC = 160
+_EST_TOL = 0.004  # slab half-thickness, as a fraction of the scene's robust diameter
+# One estimate per geometry: id(means) -> (weakrefs to means, quats, scales, result).
+_EST_CACHE: dict[int, tuple[Any, Any, Any, UpEstimate | None]] = {}
+
+
+def estimate_up(
+    scene: GaussianScene, *, max_points: int = _EST_MAX_POINTS, seed: int = 0
+) -> UpEstimate | None:
+    """Up from the splats alone: the dominant support plane (candidate normals from the modes of
+    the flat splats' normals, RANSAC planes through the centres and the cloud's thinnest axis;
+    the winner holds the most splats in a thin slab relative to the slab density elsewhere) and
+    the side of it that is up (the side holding the scene's mass and with free space above the
+    plane). None for scenes of fewer than 200 Gaussians. Seeded and cached per geometry, so every
+    tool asking about the same scene gets the same answer cheaply."""
+    key = id(scene.means)
+    hit = _EST_CACHE.get(key)
+    if (
+        hit is not None
+        and hit[0]() is scene.means
+        and hit[1]() is scene.quats
+        and hit[2]() is scene.scales
+        and (max_points, seed) == (_EST_MAX_POINTS, 0)
+    ):
+        return hit[3]
+    result = _estimate_up(scene, max_points=max_points, seed=seed)
+    if (max_points, seed) == (_EST_MAX_POINTS, 0):
+        import weakref
+
+        try:
+            refs = tuple(weakref.ref(t) for t in (scene.means, scene.quats, scene.scales))
+        except TypeError:
+            return result
+        if len(_EST_CACHE) > 32:
+            _EST_CACHE.clear()
+        _EST_CACHE[key] = (*refs, result)
+    return result
+
+
+def _fibonacci_hemisphere(n: int) -> np.ndarray:  # [n,3] unit, z >= 0
+    i = np.arange(n) + 0.5
+    z = 1.0 - i / n
+    r = np.sqrt(np.maximum(0.0, 1.0 - z * z))
+    phi = i * math.pi * (3.0 - math.sqrt(5.0))
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], 1)
+
+
+def _distinct(dirs: list[np.ndarray], d: np.ndarray, min_deg: float = 10.0) -> bool:
+    return all(abs(float(d @ e)) < math.cos(math.radians(min_deg)) for e in dirs)
+
+
+def _estimate_up(scene: GaussianScene, *, max_points: int, seed: int) -> UpEstimate | None:
+    from .scene import quat_to_rotmat
+
+    n_all = len(scene)
+    if n_all < _EST_MIN_POINTS:
+        return None
+    rng = np.random.default_rng(seed)
+    opac = torch.sigmoid(scene.opacities.detach().cpu().double()).numpy()
+    idx = np.flatnonzero(opac >= _EST_OPAQUE)
+    if len(idx) < _EST_MIN_POINTS:
+        idx = np.arange(n_all)
+    if len(idx) > max_points:
+        idx = np.sort(rng.choice(idx, max_points, replace=False))
+    sel = torch.from_numpy(idx)
+    P = scene.means.detach().cpu()[sel].double().numpy()  # [M,3]
+    # Floaters: far from the bulk (beyond 1.5x the 95th-percentile distance from the median).
+    r = np.linalg.norm(P - np.median(P, 0), axis=1)
+    r95 = float(np.quantile(r, 0.95))
+    keep = r <= 1.5 * r95 + 1e-12
+    P, sel = P[keep], sel[torch.from_numpy(keep)]
+    diam = 2.0 * r95
+    if len(P) < _EST_MIN_POINTS or not diam > 0:
+        return None
+    tol = _EST_TOL * diam
+
+    # Flat splats' normals (the axis of the smallest scale).
+    log_s = scene.scales.detach().cpu()[sel].double()
+    R = quat_to_rotmat(scene.quats.detach().cpu()[sel].double())
+    order = torch.argsort(log_s, dim=1)
+    normals = R.gather(2, order[:, :1, None].expand(-1, 3, 1))[..., 0].numpy()  # [M,3]
+    s_sorted = log_s.gather(1, order).numpy()
+    flat = s_sorted[:, 0] < s_sorted[:, 1] + math.log(_EST_FLAT_RATIO)
+    F = normals[flat]
+
+    cands: list[np.ndarray] = []
+    if len(F) >= 50:  # modes of the flat normals (axial: n and -n alike)
+        dirs = _fibonacci_hemisphere(600)
+        Fs = F[rng.choice(len(F), min(len(F), 8000), replace=False)]
+        close = np.abs(Fs @ dirs.T) > math.cos(math.radians(_EST_CONE_DEG))  # [F,600]
+        counts = close.sum(0)
+        for j in np.argsort(-counts, kind="stable"):
+            if counts[j] < 0.05 * len(Fs) or len(cands) >= 4:
+                break
+            if not _distinct(cands, dirs[j], 25.0):
+                continue
+            near = Fs[np.abs(Fs @ dirs[j]) > math.cos(math.radians(1.5 * _EST_CONE_DEG))]
+            _, v = np.linalg.eigh(near.T @ near)
+            cands.append(v[:, -1])
+    # RANSAC planes through the centres.
+    ransac: list[tuple[int, np.ndarray]] = []
+    for _ in range(_EST_RANSAC):
+        a, b, c = P[rng.choice(len(P), 3, replace=False)]
+        nv = np.cross(b - a, c - a)
+        nn = float(np.linalg.norm(nv))
+        if nn < 1e-12:
+            continue
+        nv /= nn
+        ransac.append((int((np.abs((P - a) @ nv) <= tol).sum()), nv))
+    ransac.sort(key=lambda t: -t[0])
+    for _count, nv in ransac[:20]:
+        if _distinct(cands, nv) and len(cands) < 8:
+            cands.append(nv)
+    _, _, vt = np.linalg.svd(P - P.mean(0), full_matrices=False)
+    if _distinct(cands, vt[-1]):
+        cands.append(vt[-1])
+
+    best: tuple[float, dict[str, Any]] | None = None
+    for nv in cands:
+        plane = _score_plane(P, normals, flat, nv, tol, diam)
+        if plane is not None and (best is None or plane["quality"] > best[0]):
+            best = (plane["quality"], plane)
+    if best is None:
+        return None
+    plane = best[1]
+    sign, s = plane["sign"], plane["side"]
+    planar = max(
+        float(np.clip((plane["peak"] - 2.0) / 6.0, 0.0, 1.0)),  # a sharp slab of centres
+        float(np.clip((plane["coherence"] - 0.3) / 0.4, 0.0, 1.0)),  # or of aligned flat splats
+    )
+    conf = (
+        float(np.clip((plane["support"] - 0.02) / 0.10, 0.0, 1.0))
+        * planar
+        * float(np.clip(abs(s) / 0.4, 0.0, 1.0))
+    )
+    evidence = (
+        f"support plane holding {100 * plane['support']:.0f}% of the splats "
+        f"({plane['peak']:.0f}x the slab density elsewhere, "
+        f"{100 * plane['coherence']:.0f}% of them flat along it); mass and free space say "
+        f"{'this' if sign > 0 else 'the other'} side is up ({s:+.2f})"
+    )
+    return UpEstimate(
+        vector=sign * plane["normal"],
+        confidence=conf,
+        plane_point=plane["point"],
+        support=plane["support"],
+        evidence=evidence,
+    )
+
+
+def _score_plane(
+    P: np.ndarray,  # [M,3] sampled centres
+    normals: np.ndarray,  # [M,3] their normals
+    flat: np.ndarray,  # [M] bool: flat splats
+    nv: np.ndarray,  # [3] candidate normal
+    tol: float,
+    diam: float,
+) -> dict[str, Any] | None:
+    """The densest thin slab orthogonal to `nv`, refined by least squares on its (normal-agreeing)
+    splats; its quality (support x peakedness) and which side is up."""
+    h = P @ nv
+    lo = float(h.min())
+    bins = np.floor((h - lo) / tol).astype(np.int64)
+    counts = np.bincount(bins).astype(np.float64)
+    slab = counts.copy()
+    slab[1:] += counts[:-1]
+    slab[:-1] += counts[1:]
+    b = int(np.argmax(slab))
+    inl = np.abs(bins - b) <= 1
+    aligned = ~flat | (np.abs(normals @ nv) > math.cos(math.radians(25.0)))
+    normal, c = nv, P[inl].mean(0)
+    for _ in range(2):  # least squares on the slab, then re-select about the fitted plane
+        Q = P[inl & aligned] if (inl & aligned).sum() >= 3 else P[inl]
+        if len(Q) < 3:
+            return None
+        c = Q.mean(0)
+        _, sv, vt = np.linalg.svd(Q - c, full_matrices=False)
+        m = vt[-1] if vt[-1] @ normal >= 0 else -vt[-1]
+        if sv[1] > 1e-12 and m @ normal > math.cos(math.radians(20.0)):
+            normal = m / np.linalg.norm(m)
+        hc = (P - c) @ normal
+        inl = np.abs(hc) <= 1.5 * tol
+    support = float(inl.mean())
+    # Coherence: the share of the plane's splats that are flat and lie along it (a floor's).
+    coherence = float(
+        (inl & flat & (np.abs(normals @ normal) > math.cos(math.radians(20.0)))).sum()
+    )
+    coherence /= max(1, int(inl.sum()))
+    occupied = slab[slab > 0]
+    peak = float(slab[b] / max(np.median(occupied), 1.0))
+    side = _up_side(P, hc, inl, normal, c, tol, diam)
+    return {
+        "normal": normal,
+        "point": c,
+        "support": support,
+        "peak": peak,
+        "coherence": coherence,
+        "quality": support * (min(peak, 50.0) + 20.0 * coherence),
+        "sign": 1.0 if side >= 0 else -1.0,
+        "side": float(side),
+    }
+
+
+def _up_side(
+    P: np.ndarray,  # [M,3] centres
+    hc: np.ndarray,  # [M] their heights above the plane along `normal`
+    inl: np.ndarray,  # [M] bool: on the plane
+    normal: np.ndarray,  # [3]
+    c: np.ndarray,  # [3] a point of the plane
+    tol: float,
+    diam: float,
+) -> float:
+    """Evidence that `normal` is up (> 0) or down (< 0): the side holding the mass (half
+    weight, in [-1, 1]) plus how much more free space there is just above the plane's splats
+    than just below them (in [-1, 1]; a table's underside lies close below its top)."""
+    above, below = hc > 3 * tol, hc < -3 * tol
+    na, nb = int(above.sum()), int(below.sum())
+    mass = (na - nb) / max(1, na + nb)
+    u = np.cross(normal, [1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0])
+    u /= np.linalg.norm(u)
+    v = np.cross(normal, u)
+    cell = diam / 24.0
+    uv = np.floor((P - c) @ np.stack([u, v]).T / cell).astype(np.int64)  # [M,2]
+    key = uv[:, 0] * 1_000_003 + uv[:, 1]
+    plane_cells = np.unique(key[inl])
+    if len(plane_cells) == 0:
+        return 0.5 * mass
+    reach = 0.15 * diam
+    occ_above = np.unique(key[above & (hc <= reach)])
+    occ_below = np.unique(key[below & (hc >= -reach)])
+    free_above = 1.0 - np.isin(plane_cells, occ_above).mean()
+    free_below = 1.0 - np.isin(plane_cells, occ_below).mean()
+    return float(0.5 * mass + (free_above - free_below))
+
+
+def support_side(
+    scene: GaussianScene,
+    point: Any,  # [3] a point of the plane
+    normal: Any,  # [3] the plane's normal
+    *,
+    max_points: int = _EST_MAX_POINTS,
+    seed: int = 0,
+) -> float:
+    """Evidence in [-1.5, 1.5] that `normal` points up from the plane through `point`, from the
+    splats as `estimate_up` weighs it: the side holding the scene's mass and the one with free
+    space above the plane (things rest on floors and tables; a table's underside lies close
+    below its top). Near 0: the splats do not say (a wall, a lone plane)."""
+    P = _sample_opaque(scene, max_points, seed)
+    if P is None:
+        return 0.0
+    P, diam = P
+    n = parse_up(normal)
+    c = np.asarray(point, dtype=np.float64).reshape(3)
+    tol = _EST_TOL * diam
+    hc = (P - c) @ n
+    return _up_side(P, hc, np.abs(hc) <= 1.5 * tol, n, c, tol, diam)
+
+
+def _sample_opaque(
+    scene: GaussianScene, max_points: int, seed: int
+) -> tuple[np.ndarray, float] | None:
+    """(centres [M,3] of a seeded sample of the opaque splats without far floaters, the robust
+    diameter), or None for too few."""
+    if len(scene) < _EST_MIN_POINTS:
+        return None
+    rng = np.random.default_rng(seed)
+    opac = torch.sigmoid(scene.opacities.detach().cpu().double()).numpy()
+    idx = np.flatnonzero(opac >= _EST_OPAQUE)
+    if len(idx) < _EST_MIN_POINTS:
+        idx = np.arange(len(scene))
+    if len(idx) > max_points:
+        idx = np.sort(rng.choice(idx, max_points, replace=False))
+    P = scene.means.detach().cpu()[torch.from_numpy(idx)].double().numpy()
+    r = np.linalg.norm(P - np.median(P, 0), axis=1)
+    r95 = float(np.quantile(r, 0.95))
+    P = P[r <= 1.5 * r95 + 1e-12]
+    if len(P) < _EST_MIN_POINTS or not r95 > 0:
+        return None
+    return P, 2.0 * r95
 
 
 def horizontal_basis(up: UpSpec) -> tuple[np.ndarray, np.ndarray]:

@@ -76,7 +76,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--lora-weight-name", default=None, help="file inside a --lora folder or hub repo"
     )
     p.add_argument(
-        "--up", default=None, help="world up: +z, -y, ... or x,y,z; unset: the scene's, else -y"
+        "--up",
+        default=None,
+        help="world up: +z, -y, ... or x,y,z; unset: the scene's, else estimated, else -y",
     )
     p.add_argument(
         "--densify",

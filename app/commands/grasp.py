@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         nargs=3,
         default=None,
-        help="world up (default: the scene's recorded up, else fields.conventions' default)",
+        help="world up as three numbers (default: the scene's recorded up, else its cameras' mean "
+        "up, else estimated from its floor or table, else -y)",
     )
 
 

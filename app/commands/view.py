@@ -155,6 +155,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="dataset (COLMAP, transforms.json, Blender) for cameras, distilling features and "
         "the Train folder (train a scene from its photos while watching it)",
     )
+    p.add_argument(
+        "--up",
+        default=None,
+        metavar="SPEC",
+        help="world up: +x, -x, +y, -y, +z, -z or x,y,z; write --up=-y for a negative one "
+        "(default: the scene's, else its cameras' mean up, else estimated from its floor or "
+        "table, else -y); the View panel changes it and can level the scene",
+    )
     add_allow_outside(p)
     add_server_arguments(p)
     add_feature_arguments(p)
@@ -278,6 +286,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--autosave-edits must be at least 1, got {args.autosave_edits}")
     if not args.autosave_seconds > 0:
         raise ValueError(f"--autosave-seconds must be positive, got {args.autosave_seconds}")
+    up = getattr(args, "up", None)
+    if up is not None:
+        from fields.conventions import parse_up
+
+        try:
+            parse_up(up)  # a bad --up fails before the scene loads
+        except ValueError as e:
+            raise ValueError(f"--up: {e}") from None
 
     suffix = args.scene.name.lower()
     nerf = suffix.endswith(".nerf")  # `fields.nerf.is_nerf_path`, without torch yet
@@ -310,6 +326,7 @@ def run(args: argparse.Namespace) -> int:
             "cameras": dataset.cameras if dataset is not None else [],
             "dataset": dataset,
             "source": key,
+            "up": up,
         }
         if nerf:
             from fields.nerf import load_nerf

@@ -112,6 +112,7 @@ class TextEditPanel:
             "preview_every": PREVIEW_EVERY,
             "densify": bool(self.grow.value),
             "grow_margin": float(self.margin.value),
+            "up": tuple(float(x) for x in self.app.up),  # the viewer's up (fields.scene_up)
         }
         return TextEditConfig(**{**values, **changes})
 

@@ -1,18 +1,23 @@
 """The "View" folder: what the browser shows (splat colours, or a server-rendered overlay; for a
 NeRF: its colour, depth or a query's relevancy, all rendered on the server), the overlay
-resolution, the dataset's camera frustums (click one to look through it), reset view, and camera
-bookmarks (`_panel_marks`)."""
+resolution, the dataset's camera frustums (click one to look through it), reset view, camera
+bookmarks (`_panel_marks`) and "Up & measure" (`_panel_align`: the up axis, measure, set scale,
+level the scene). The frustums follow the scene's `meta["alignment"]` (a level or a rescale
+moves them with the splats)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
-from fields.conventions import format_up
+from fields import Camera
 
 from ._camera import pose_of, vertical_fov
+from ._panel_align import AlignUI
 from ._panel_marks import BookmarksUI
+from ._state import PROJECT, SCENE
 
 if TYPE_CHECKING:
     from ._app import ViewerApp
@@ -64,8 +69,10 @@ class ViewPanel:
             )
             self.budget_note = gui.add_markdown("", visible=False)
             self.reset_button = gui.add_button("Reset view")
-            self.up_note = gui.add_markdown(f"Up: {format_up(app.up)} ({app.up_source})")
+            self.up_note = gui.add_markdown("")
+            self.align = AlignUI(app)
             self.bookmarks = BookmarksUI(app)
+        self.show_up()
         self.display.on_update(
             app.action("Display")(lambda _e: self.set_display(self.display.value))
         )
@@ -80,10 +87,16 @@ class ViewPanel:
         self.reset_button.on_click(app.action("Reset view")(lambda e: app.reset_view(e.client)))
         self.all_splats.on_update(app.action("Every splat")(lambda _e: self._on_all_splats()))
         self.sync_budget()
+        self._alignment = self._scene_alignment()
         self.frustums = self._add_frustums() if app.cameras else []
+        app.state.on_change(self._on_state)
         if self.frustums and not self.show_cameras.value:
             self.set_cameras_visible(False)
         self.sync_kind()
+
+    def show_up(self) -> None:
+        """Write the up read-out (and point the dropdown at it)."""
+        self.up_note.content = self.align.note()
 
     def sync_kind(self) -> None:
         """Offer the displays of what is shown (a NeRF's, or the Gaussians'); Gaussian-only
@@ -157,8 +170,9 @@ class ViewPanel:
         thinned = budget is not None and n > budget
         if thinned:
             self.budget_note.content = (
-                f"Showing a {budget:,}-splat sample of {n:,}: this browser renders slowly "
-                "(software WebGL?). Tick *Every splat* to send all."
+                f"Showing {budget:,} of {n:,} splats, those that matter most for the view "
+                "(full detail where the camera rests): this browser renders slowly (software "
+                "WebGL?). Tick *Every splat* to send all."
             )
         self.budget_note.visible = thinned
         if bool(self.all_splats.value) != (budget is None):
@@ -175,7 +189,7 @@ class ViewPanel:
         size = 0.04 * self.app.scene_extent()
         handles = []
         for i in keep:
-            cam = cams[int(i)]
+            cam = self.aligned(cams[int(i)])
             wxyz, position = pose_of(cam)
             h = self.app.server.scene.add_camera_frustum(
                 f"{CAMERAS_NODE}/{int(i):04d}",
@@ -190,15 +204,53 @@ class ViewPanel:
                 cast_shadow=False,
                 receive_shadow=False,
             )
-            h.on_click(self._jump_to(cam))
-            handles.append(h)
+            h.on_click(self._jump_to(int(i)))
+            handles.append((int(i), h))
         return handles
 
-    def _jump_to(self, cam):
+    def _jump_to(self, i: int):
         return self.app.action("Look through camera")(
-            lambda e: self.app.look_through(e.client, cam)
+            lambda e: self.app.look_through(e.client, self.aligned(self.app.cameras[i]))
         )
 
+    # ------------------------------------------------------------------ alignment
+    def _scene_alignment(self) -> np.ndarray | None:
+        """[4,4] the scene's `meta["alignment"]` (a level / rescale since the file), or None."""
+        value = self.app.state.scene.meta.get("alignment")
+        try:
+            T = None if value is None else np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            return None
+        return T if T is not None and T.shape == (4, 4) else None
+
+    def aligned(self, cam: Camera) -> Camera:
+        """A dataset camera moved by the scene's alignment (as the splats were)."""
+        T = self._alignment
+        if T is None:
+            return cam
+        c2w = cam.c2w.double().numpy()
+        A = T[:3, :3]
+        s = abs(float(np.linalg.det(A))) ** (1.0 / 3.0)
+        new = np.eye(4)
+        new[:3, :3] = (A / s) @ c2w[:3, :3]
+        new[:3, 3] = A @ c2w[:3, 3] + T[:3, 3]
+        return cam.with_pose(torch.from_numpy(np.linalg.inv(new)).float())
+
+    def _on_state(self, kind: str) -> None:
+        if kind not in (SCENE, PROJECT):
+            return
+        self.sync_budget()  # the scene's size changed (an insert, a delete, an undo)
+        T = self._scene_alignment()
+        same = (T is None and self._alignment is None) or (
+            T is not None and self._alignment is not None and np.allclose(T, self._alignment)
+        )
+        if same:
+            return
+        self._alignment = T
+        for i, h in self.frustums:
+            wxyz, position = pose_of(self.aligned(self.app.cameras[i]))
+            h.wxyz, h.position = wxyz, position
+
     def set_cameras_visible(self, show: bool) -> None:
-        for h in self.frustums:
+        for _i, h in self.frustums:
             h.visible = show

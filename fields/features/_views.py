@@ -120,7 +120,7 @@ def _extent(scene: GaussianScene, up: UpSpec | None) -> _Extent:
         basis=basis,
         centre=0.5 * (lo + hi) @ basis,
         radius=max(radius, 1e-12),
-        trusted_up=axis.source != "default",
+        trusted_up=axis.source not in ("default", "estimated"),  # a guess: views from below too
     )
 
 

@@ -38,13 +38,12 @@ from torch import Tensor
 
 from ..camera import Camera, cameras_from_meta
 from ..conventions import (
-    cameras_up,
     fit_distance,
     framing_sphere,
     look_at_camera,
-    parse_up,
     pinhole_K,
     robust_bounds,
+    scene_up,
 )
 from ..datasets import Dataset
 from ..features import FeatureField
@@ -326,15 +325,13 @@ def _recorded_cameras(meta: dict[str, Any]) -> list[Camera] | None:
     return kept or cams
 
 
-def _meta_up(meta: dict[str, Any], cameras: list[Camera] | None) -> np.ndarray:
-    for key in ("up", "up_axis"):
-        if meta.get(key) is not None:
-            try:
-                return parse_up(meta[key])
-            except ValueError:
-                pass
-    up = cameras_up(cameras) if cameras else None
-    return up if up is not None else np.array([0.0, 0.0, 1.0])
+def _meta_up(
+    meta: dict[str, Any], cameras: list[Camera] | None, scene: GaussianScene | None = None
+) -> np.ndarray:
+    """The up axis by the one rule (`fields.conventions.scene_up`): meta, cameras, the Gaussians'
+    estimate (`scene`), else the default."""
+    shown = scene if scene is not None else GaussianScene.empty()
+    return scene_up(shown.replace(meta=dict(meta)), cameras or ()).vector
 
 
 def _converted_meta(
@@ -668,7 +665,7 @@ def gaussians_to_nerf(
     meta = dict(scene.meta)
     recorded = _recorded_cameras(meta)
     centre, radius = framing_sphere(scene, 0.001)
-    orbit = (centre, radius, _meta_up(meta, recorded))
+    orbit = (centre, radius, _meta_up(meta, recorded, scene))
     cams = conversion_views(
         recorded,
         config.views,

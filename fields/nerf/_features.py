@@ -779,7 +779,7 @@ def _view_cameras(
         cams = orbit_cameras(
             torch.tensor(box.center, dtype=torch.float64),
             box.radius,
-            scene.meta.get("up", "-y"),
+            _nerf_up(scene.meta),  # the one rule: meta "up"/"up_axis", else the default
             torch.arange(n, dtype=torch.float64) * (2 * math.pi / n),
             torch.tensor([20.0 + 40.0 * (i % 2) for i in range(n)], dtype=torch.float64),
             width=max_side,
@@ -1010,3 +1010,12 @@ class EditedNerfField(NerfField):
     def edit_records(self) -> list[dict[str, Any]]:
         """What a file needs to rebuild the edits' shapes (`from_records`)."""
         return [e.record() for e in self.edits]
+
+
+def _nerf_up(meta: dict) -> Any:
+    """[3] a NeRF's up by `fields.conventions.scene_up` (its meta; no Gaussians to estimate
+    from)."""
+    from ..conventions import scene_up
+    from ..scene import GaussianScene
+
+    return scene_up(GaussianScene.empty().replace(meta=dict(meta))).vector

@@ -41,7 +41,9 @@ def test_up_from_meta_cameras_or_default(scene):
     assert up.source == "scene" and np.allclose(up.vector, [0, 0, 1])
     assert np.allclose(scene_up(scene.replace(meta={"up": [0, 0, 1]})).vector, [0, 0, 1])
     bare = scene.replace(meta={})
-    up = scene_up(bare)
+    up = scene_up(bare)  # the floor decides: estimated from the splats
+    assert up.source == "estimated" and np.allclose(up.vector, [0, 0, 1], atol=1e-3)
+    up = scene_up(bare, estimate=False)
     assert up.source == "default" and np.allclose(up.vector, [0, -1, 0])
     cams = [
         look_camera(eye=(2.0 * math.cos(a), 2.0 * math.sin(a), 1.0)) for a in np.linspace(0, 6, 8)

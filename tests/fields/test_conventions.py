@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from fields import Camera, GaussianScene
+from fields import Camera, GaussianScene, cameras_to_meta
 from fields.conventions import (
     DEFAULT_UP,
+    ESTIMATE_MIN_CONFIDENCE,
+    estimate_up,
     format_up,
     framing_sphere,
     framing_view,
@@ -263,3 +265,81 @@ def test_parse_up_reads_what_format_up_writes():
         text = format_up(v)
         back = parse_up(text)
         np.testing.assert_allclose(back, np.asarray(v) / np.linalg.norm(v), atol=0.01)
+
+
+# ---------------------------------------------------------------------- estimated up
+def _tilted_world(seed: int, floaters: int = 0):
+    """A synthetic world turned by a random rotation, its meta["up"] dropped (as a capture file
+    that does not state up); optionally with far, opaque floaters. (scene, true up)."""
+    from scipy.spatial.transform import Rotation
+
+    from fields.synthetic import WorldConfig, make_world
+
+    world = make_world(seed, config=WorldConfig.preview())
+    R = Rotation.random(random_state=seed).as_matrix()
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, :3] = torch.from_numpy(R)
+    T[:3, 3] = torch.tensor([0.3, -2.0, 1.0])
+    scene = world.scene.transform(T)
+    meta = {k: v for k, v in scene.meta.items() if k != "up"}
+    if floaters:
+        g = torch.Generator().manual_seed(seed)
+        far = 40.0 * torch.randn(floaters, 3, generator=g)
+        extra = GaussianScene.from_activated(
+            far,
+            torch.tensor([1.0, 0.0, 0.0, 0.0]).expand(floaters, 4),
+            torch.full((floaters, 3), 0.05),
+            torch.full((floaters,), 0.9),
+            torch.full((floaters, 3), 0.5),
+        )
+        scene = GaussianScene.concat([scene.replace(extras={}), extra])
+    return scene.replace(meta=meta), R @ np.array([0.0, 0.0, 1.0])
+
+
+def _angle(a, b) -> float:
+    return math.degrees(math.acos(float(np.clip(np.dot(a, b), -1.0, 1.0))))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_estimated_up_recovers_a_tilted_worlds_up(seed):
+    scene, true_up = _tilted_world(seed)
+    up = scene_up(scene)
+    assert up.source == "estimated" and up.confidence >= 0.9
+    assert _angle(up.vector, true_up) < 3.0
+    assert np.allclose(up_vector(scene), up.vector)  # every tool gets the same answer
+    guess = estimate_up(scene)
+    assert guess is not None and "plane" in guess.evidence and guess.support > 0.2
+    # The plane point lies on the table top (its height along the true up: 0.75 m).
+    assert (guess.plane_point - np.array([0.3, -2.0, 1.0])) @ true_up == pytest.approx(
+        0.75, abs=0.01
+    )
+
+
+def test_estimated_up_and_framing_survive_floaters():
+    scene, true_up = _tilted_world(5, floaters=60)
+    up = scene_up(scene)
+    assert up.source == "estimated" and _angle(up.vector, true_up) < 3.0
+    eye, target = framing_view(scene, up.vector)
+    assert np.linalg.norm(target - np.array([0.3, -2.0, 1.0])) < 1.0  # not pulled to a floater
+    assert np.linalg.norm(eye - target) < 6.0  # the bulk fills the view, not a dot
+
+
+def test_estimate_defers_to_what_the_file_or_cameras_say_and_declines_without_evidence():
+    scene, _ = _tilted_world(6)
+    assert scene_up(scene.replace(meta={"up": "-x"})).source == "scene"
+    z_cams = [upright_camera("+z") for _ in range(3)]
+    assert scene_up(scene, z_cams).source == "cameras"
+    # The sidecar's recorded cameras count as the capture's cameras.
+    recorded = scene.replace(meta={"cameras": cameras_to_meta(z_cams)})
+    up = scene_up(recorded)
+    assert up.source == "cameras" and np.allclose(up.vector, [0, 0, 1], atol=1e-5)
+    assert scene_up(scene, estimate=False).source == "default"
+    # A uniform cloud has no support plane: no confident estimate, the default stands.
+    guess = estimate_up(cloud(n=3000))
+    assert guess is None or guess.confidence < ESTIMATE_MIN_CONFIDENCE
+    assert estimate_up(cloud(n=50)) is None  # too few splats to say
+    # Flat but unsupported: a lone plane of splats with nothing on it has no up side.
+    lone = cloud(n=3000)
+    flat = lone.replace(means=lone.means * torch.tensor([1.0, 1.0, 0.0]))
+    guess = estimate_up(flat)
+    assert guess is None or guess.confidence < ESTIMATE_MIN_CONFIDENCE
