@@ -4,8 +4,10 @@ Target: the selection (any selection tool), a language query (the Language query
 and text encoder), or a click on the object: the clicked Gaussian grown to its object by feature
 affinity when features are loaded, else by geometry (`editing.grasp.object_at`: the Gaussians
 linked to it once the surface it stands on is cut away). "Find grasps" runs `editing.plan_grasps` as a job; the top-k
-appear as gripper meshes coloured by score (red: the lowest shown, green: the best); clicking
-one shows its score components; "Export JSON" writes what `scenelab grasp` writes.
+appear as two-finger gripper meshes coloured by score (a legend maps the colours: red the lowest
+shown, green the best). One grasp is highlighted at a time (the best first): "Next" / "Previous"
+or a click on a gripper choose it and show its score components; the others are dimmed, or
+hidden unless "Show all grasps" is on. "Export JSON" writes what `scenelab grasp` writes.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
 TARGETS = ("Selection", "Query", "Click")
 GRASPS_NODE = "/grasps"
+DIM_OPACITY = 0.25  # the grasps not chosen, when all are shown
 
 
 @dataclass
@@ -54,13 +57,34 @@ class _Shown:
     handles: list[viser.MeshHandle]
 
 
+def _ramp_rgb(t: float) -> tuple[int, int, int]:
+    r, g, b = colorsys.hsv_to_rgb(float(t) / 3.0, 0.85, 0.95)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
 def score_colors(scores: np.ndarray) -> np.ndarray:
     """[K] scores -> [K,3] uint8: hue from red (lowest) to green (highest) over the shown range."""
     s = np.asarray(scores, dtype=np.float64)
     span = float(s.max() - s.min()) if s.size else 0.0
     t = (s - s.min()) / span if span > 1e-12 else np.ones_like(s)
-    rgb = [colorsys.hsv_to_rgb(float(x) / 3.0, 0.85, 0.95) for x in t]
-    return (np.asarray(rgb).reshape(-1, 3) * 255).round().astype(np.uint8)
+    return np.asarray([_ramp_rgb(x) for x in t], dtype=np.uint8).reshape(-1, 3)
+
+
+def legend_html(scores: np.ndarray) -> str:
+    """The colour legend of `score_colors` for these scores: a red-to-green bar labelled with
+    the lowest and highest score shown (empty without scores)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0:
+        return ""
+    stops = ", ".join("rgb({},{},{})".format(*_ramp_rgb(t)) for t in np.linspace(0, 1, 7))
+    lo, hi = float(s.min()), float(s.max())
+    return (
+        '<div style="font-size:0.8em;padding:2px 0">'
+        f'<div style="height:10px;border-radius:3px;background:linear-gradient(to right, {stops})">'
+        "</div>"
+        '<div style="display:flex;justify-content:space-between">'
+        f"<span>{lo:.2f}</span><span>grasp quality</span><span>{hi:.2f}</span></div></div>"
+    )
 
 
 class GraspPanel:
@@ -94,6 +118,14 @@ class GraspPanel:
                 "Friction", 0.05, 1.5, 0.05, round(defaults.friction, 2), hint="Coulomb μ."
             )
             self.find_button = gui.add_button("Find grasps")
+            self.legend = gui.add_html("")
+            self.previous_button = gui.add_button(
+                "Previous", hint="Highlight the next better grasp."
+            )
+            self.next_button = gui.add_button("Next", hint="Highlight the next worse grasp.")
+            self.show_all = gui.add_checkbox(
+                "Show all grasps", False, hint="Draw every grasp (dimmed), not only the chosen one."
+            )
             self.details = gui.add_markdown("")
             self.path = gui.add_text("Export as", "grasps.json", hint=f"A .json inside {app.root}")
             self.export_button = gui.add_button("Export JSON")
@@ -103,6 +135,9 @@ class GraspPanel:
             app.action("Export grasps")(lambda e: self.export(self.path.value, client=e.client))
         )
         self.clear_button.on_click(app.action("Clear grasps")(lambda _e: self.clear()))
+        self.next_button.on_click(app.action("Next grasp")(lambda _e: self.step(1)))
+        self.previous_button.on_click(app.action("Previous grasp")(lambda _e: self.step(-1)))
+        self.show_all.on_update(app.action("Show all grasps")(lambda _e: self._highlight()))
         self.target.on_update(app.action("Grasp target")(lambda _e: self._on_target()))
 
     # ------------------------------------------------------------------ target
@@ -240,14 +275,32 @@ class GraspPanel:
                 handles.append(h)
             self.shown = _Shown(scene, target, result, gripper, handles)
             self.chosen = None
+        self.legend.content = legend_html(np.array([g.score for g in result.grasps]))
         if result.grasps:
-            best = result.grasps[0]
-            self.details.content = (
-                f"**{len(result.grasps)} grasps** (best score {best.score:.2f}, "
-                f"opening {best.width * 100:.1f} cm). Click a gripper for its scores."
-            )
+            self.choose(0)
         else:
             self.details.content = f"**No grasps.** {result.message}"
+
+    def _highlight(self) -> None:
+        """The chosen grasp opaque, the others dimmed (Show all) or hidden."""
+        with self._lock:
+            shown, chosen = self.shown, self.chosen
+            if shown is None:
+                return
+            every = bool(self.show_all.value)
+            for j, h in enumerate(shown.handles):
+                h.visible = every or j == chosen
+                h.opacity = 1.0 if j == chosen else DIM_OPACITY
+
+    def step(self, delta: int) -> int:
+        """Highlight the grasp `delta` places after the chosen one (wrapping); returns it."""
+        shown = self.shown
+        if shown is None or not shown.result.grasps:
+            raise ValueError("find grasps first")
+        n = len(shown.result.grasps)
+        index = ((self.chosen or 0) + delta) % n
+        self.choose(index)
+        return index
 
     def choose(self, index: int) -> dict[str, float]:
         """Show grasp `index`'s scores (what clicking its mesh does); returns them."""
@@ -256,15 +309,15 @@ class GraspPanel:
             if shown is None or not 0 <= index < len(shown.result.grasps):
                 raise ValueError(f"no grasp {index} is shown")
             grasp = shown.result.grasps[index]
-            for j, h in enumerate(shown.handles):
-                h.opacity = 1.0 if j == index else 0.35
             self.chosen = index
+        self._highlight()
         parts = ", ".join(f"{k} {v:.2f}" for k, v in grasp.scores.items())
         c = grasp.contacts
         self.details.content = (
             f"**Grasp {index + 1}** of {len(shown.result.grasps)}: score **{grasp.score:.3f}** "
             f"({parts}); opening {grasp.width * 100:.1f} cm; contacts "
-            f"({', '.join(f'{x:.3f}' for x in c[0])}) and ({', '.join(f'{x:.3f}' for x in c[1])})"
+            f"({', '.join(f'{x:.3f}' for x in c[0])}) and ({', '.join(f'{x:.3f}' for x in c[1])}). "
+            "Next / Previous or a click on a gripper chooses another."
         )
         return dict(grasp.scores)
 
@@ -295,6 +348,7 @@ class GraspPanel:
         with self._lock:
             self._remove_meshes()
         self.details.content = ""
+        self.legend.content = ""
 
     # ------------------------------------------------------------------ export
     def export(

@@ -17,15 +17,19 @@ centring, and the best diverse top-k returned.
 from ._gripper import Grasp, GripperConfig, OrientedBox, gripper_boxes, gripper_mesh
 from ._io import grasps_to_json, save_grasps
 from ._plan import GraspConfig, GraspResult, plan_grasps
+from ._score import COMPONENTS, QualityWeights, centre_of_mass
 from ._surface import surface_normals
 from ._target import object_at
 
 __all__ = [
+    "COMPONENTS",
     "Grasp",
     "GraspConfig",
     "GraspResult",
     "GripperConfig",
     "OrientedBox",
+    "QualityWeights",
+    "centre_of_mass",
     "grasps_to_json",
     "gripper_boxes",
     "gripper_mesh",

@@ -166,10 +166,38 @@ _CUBE_FACES = np.array(
 )  # fmt: skip
 
 
+def mesh_boxes(grasp: Grasp, gripper: GripperConfig) -> list[OrientedBox]:
+    """The drawn gripper at `grasp` as world boxes: two fingers closed on the contacts, a bridge
+    joining them at the finger roots, and a stem (the wrist) running back along the approach
+    axis. Every piece lies inside the collision boxes (`gripper_boxes`), so a collision-free
+    grasp draws a collision-free mesh."""
+    T = np.asarray(grasp.T_world_gripper, dtype=np.float64)
+    R, t = T[:3, :3], T[:3, 3]
+    g = gripper
+    half = 0.5 * grasp.width
+    z0 = g.tip_depth - g.finger_length  # finger roots (the palm's front face)
+    hy = 0.5 * min(g.finger_width, g.palm_thickness)
+    bar = min(g.finger_thickness, 0.5 * g.palm_depth)
+    stem = 0.5 * min(hy, 0.5 * g.finger_width)
+    outer = half + g.finger_thickness
+    pieces = {
+        "finger_left": ((-outer, -0.5 * g.finger_width, z0), (-half, 0.5 * g.finger_width, g.tip_depth)),
+        "finger_right": ((half, -0.5 * g.finger_width, z0), (outer, 0.5 * g.finger_width, g.tip_depth)),
+        "bridge": ((-outer, -hy, z0 - bar), (outer, hy, z0)),
+        "stem": ((-stem, -stem, z0 - g.palm_depth), (stem, stem, z0 - bar)),
+    }  # fmt: skip
+    out = []
+    for name, (lo, hi) in pieces.items():
+        lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+        out.append(OrientedBox(name, t + R @ (0.5 * (lo + hi)), R.copy(), 0.5 * (hi - lo)))
+    return out
+
+
 def gripper_mesh(grasp: Grasp, gripper: GripperConfig) -> tuple[np.ndarray, np.ndarray]:
-    """A triangle mesh of the closed gripper at `grasp`: vertices [V,3] float32 world, faces
-    [F,3] int32 (for viser's `add_mesh_simple`)."""
-    boxes = gripper_boxes(grasp, gripper)
+    """A triangle mesh of a recognisable two-finger gripper closed at `grasp` (two fingers, the
+    bridge between them, a stem back along the approach; see `mesh_boxes`): vertices [V,3]
+    float32 world, faces [F,3] int32 wound outward (for viser's `add_mesh_simple`)."""
+    boxes = mesh_boxes(grasp, gripper)
     vertices = np.concatenate([b.corners() for b in boxes]).astype(np.float32)
     faces = np.concatenate([_CUBE_FACES + 8 * i for i in range(len(boxes))]).astype(np.int32)
     return vertices, faces

@@ -1,5 +1,6 @@
 """`plan_grasps`: sample antipodal pairs on the target, sweep approach directions, reject
-collisions with the support, other Gaussians and the target itself, score, return the top-k."""
+collisions with the support, other Gaussians and the target itself, rank the survivors by the
+grasp quality of `_score` (its docstring states the formula), keep the top-k distinct poses."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from . import _score
 from ._collision import box_distance, estimate_support, lowest_height
 from ._gripper import Grasp, GripperConfig, local_boxes
 from ._sampling import antipodal_pairs, approach_frames, first_surface_behind
+from ._score import QualityWeights
 from ._surface import TUBE_RADIUS, target_surface, voxel_thin
 
 
@@ -48,12 +50,22 @@ class GraspConfig:
     """Lowest allowed height of any gripper part above the support plane."""
     clearance_saturation: float = 0.02
     """Obstacle distance at which the clearance score reaches 1."""
-    weights: tuple[float, float, float, float] = (0.35, 0.25, 0.2, 0.2)
-    """Weights of antipodality, approach, clearance and centring in the score."""
-    nms_distance: float = 0.01
-    """Top-k diversity: grasps closer than this with similar axes count as one."""
-    nms_angle_deg: float = 20.0
-    """Top-k diversity: axes within this angle count as similar."""
+    weights: QualityWeights = field(default_factory=QualityWeights)
+    """Weights of the quality's components (see `editing.grasp` for the formula)."""
+    thin_width: float = 0.005
+    """A pinch no wider than this (a thin wall) keeps only `thin_penalty` of its quality."""
+    full_width: float = 0.01
+    """Pinches from this width on keep all of their quality (linear in between)."""
+    thin_penalty: float = 0.5
+    """Fraction of the quality a pinch of a wall at most `thin_width` thick keeps."""
+    contact_area: float = 4e-4
+    """Contact area under the smaller pad (m^2) at which the contact score reaches 1."""
+    grip_force_ratio: float = 4.0
+    """Squeeze force per finger over the object's weight (the stability score)."""
+    nms_distance: float = 0.02
+    """Pose NMS: grasps whose centres are closer than this ..."""
+    nms_angle_deg: float = 30.0
+    """... and whose rotations differ by less than this (fingers swapped: the same) are one."""
     seed: int = 0
     """Random seed of the seed-point and pair subsampling."""
 
@@ -64,11 +76,19 @@ class GraspConfig:
             raise ValueError("voxel and clearance_saturation must be positive")
         if min(self.contact_tolerance, self.collision_margin, self.support_clearance) < 0:
             raise ValueError("contact_tolerance, collision_margin, support_clearance: >= 0")
-        if len(self.weights) != 4 or min(self.weights) < 0 or sum(self.weights) <= 0:
-            raise ValueError("weights: four non-negative numbers, not all zero")
+        if not isinstance(self.weights, QualityWeights):
+            raise TypeError(f"weights must be a QualityWeights, not {type(self.weights).__name__}")
+        if not 0 <= self.thin_width < self.full_width:
+            raise ValueError("thin_width must be >= 0 and below full_width")
+        if not 0 <= self.thin_penalty <= 1:
+            raise ValueError("thin_penalty must lie in [0, 1]")
+        if self.contact_area <= 0 or self.grip_force_ratio <= 0:
+            raise ValueError("contact_area and grip_force_ratio must be positive")
+        if self.nms_distance < 0 or not 0 <= self.nms_angle_deg <= 180:
+            raise ValueError("nms_distance >= 0 and nms_angle_deg in [0, 180]")
 
     def to_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return asdict(self)
 
 
 @dataclass
@@ -267,30 +287,57 @@ def plan_grasps(
             t0,
         )
 
-    # Scores.
-    Rk, ok_, zk = R[idx], o[idx], R[idx, :, 2]
+    # Scores (formula: the `_score` module docstring).
+    Rk, ok_, zk, xk = R[idx], o[idx], R[idx, :, 2], R[idx, :, 0]
+    pk = pid[idx]
+    wk = w[idx]
     behind = first_surface_behind(
         tree_t, pts, ok_, zk, gripper.finger_length - gripper.tip_depth, radius
     )
     facing = nrm[np.maximum(behind, 0)]
-    pk = pid[idx]
     centre = pts.mean(0)
     size = 0.5 * float(np.linalg.norm(pts.max(0) - pts.min(0)))
+    com = _score.centre_of_mass(pts)
+    area = _score.pad_support(
+        tree_t,
+        pts,
+        nrm,
+        Rk,
+        ok_,
+        wk,
+        0.5 * gripper.finger_width,
+        (gripper.tip_depth - gripper.finger_length, gripper.tip_depth),
+        config.contact_tolerance,
+        cos_cone,
+        cell,
+    ).min(-1)
     comp = {
         "antipodality": _score.antipodality(cos0[pk], cos1[pk], cos_cone),
-        "approach": _score.approach_alignment(facing, behind >= 0, zk, up_w),
+        "contact": np.clip(area / config.contact_area, 0.0, 1.0),
+        "margin": _score.margin(wk, gripper.max_opening, gripper.pregrasp_margin),
+        "stability": _score.stability(
+            ok_,
+            xk,
+            wk,
+            area,
+            com,
+            up_w,
+            gripper.friction,
+            config.grip_force_ratio,
+            cell * cell,
+        ),
         "clearance": _score.clearance(
             np.minimum(d_obs, above[idx] - config.support_clearance), pad
         ),
-        "centring": _score.centring(ok_, Rk[:, :, 0], centre, size),
+        "approach": _score.approach_alignment(facing, behind >= 0, zk, up_w),
+        "centring": _score.centring(ok_, xk, centre, size),
     }
-    wts = np.asarray(config.weights, dtype=np.float64)
-    score = sum(wi * comp[name] for wi, name in zip(wts, _score.COMPONENTS, strict=True))
-    score = score / wts.sum()
+    thick = _score.thickness(wk, config.thin_width, config.full_width, config.thin_penalty)
+    score = thick * _score.mix(comp, config.weights)
+    comp["thickness"] = thick
     order = np.argsort(-score, kind="stable")
-    top = _score.diverse_top_k(
-        order, ok_, Rk, config.top_k, config.nms_distance, config.nms_angle_deg
-    )
+    top = _score.pose_nms(order, ok_, Rk, config.top_k, config.nms_distance, config.nms_angle_deg)
+    stats["centre_of_mass"] = [round(float(v), 5) for v in com]
     grasps = []
     for i in top:
         T = np.eye(4)

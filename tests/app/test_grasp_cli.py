@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from app.cli import main
+from editing.grasp import COMPONENTS
 from fields import load_scene, save_scene
 from fields.features import FeatureField
 from fields.features._oracle import name_embedding
@@ -41,7 +42,7 @@ def check_pose(grasp: dict, world_obj) -> None:
     assert np.allclose(T[:3, 3], c.mean(0), atol=1e-6)  # origin between the contacts
     assert grasp["width"] == pytest.approx(np.linalg.norm(d)) and 0 < grasp["width"] <= 0.08
     assert np.abs(world_obj.signed_distance(c)).max() < 0.003  # contacts on the object
-    assert set(grasp["scores"]) == {"antipodality", "approach", "clearance", "centring"}
+    assert set(grasp["scores"]) == {*COMPONENTS, "thickness"}
     assert 0.0 <= grasp["score"] <= 1.0
 
 

@@ -14,7 +14,7 @@ from app._paths import PathOutsideRootError
 from app.viewer import ViewerApp, ViewerConfig
 from app.viewer._jobs import JobStatus
 from app.viewer._panel_features import FeatureOptions
-from app.viewer._panel_grasp import score_colors
+from app.viewer._panel_grasp import legend_html, score_colors
 from editing.grasp import grasps_to_json
 from fields import Camera, save_scene
 from fields.features import FeatureField
@@ -89,15 +89,26 @@ def test_selection_target_meshes_scores_and_export(viewer, world, tmp_path):
     assert [g.score for g in grasps] == sorted((g.score for g in grasps), reverse=True)
     for g in grasps:
         assert on_object(world, "bottle", g.contacts)
-    assert "grasps" in panel.details.content
+    # The best is highlighted, alone; the legend spans the shown scores.
+    assert panel.chosen == 0 and f"{grasps[0].score:.3f}" in panel.details.content
+    assert [h.visible for h in shown.handles] == [True] + [False] * (len(grasps) - 1)
+    assert f"{grasps[-1].score:.2f}" in panel.legend.content
+    assert f"{grasps[0].score:.2f}" in panel.legend.content
 
     # Clicking a gripper mesh (its on_click does this) shows that grasp's score components.
     scores = panel.choose(len(grasps) - 1)
-    assert scores == grasps[-1].scores and set(scores) >= {"antipodality", "approach"}
+    assert scores == grasps[-1].scores
+    assert set(scores) >= {"antipodality", "contact", "margin", "stability", "clearance"}
     assert f"{grasps[-1].score:.3f}" in panel.details.content
-    assert shown.handles[-1].opacity == 1.0 and shown.handles[0].opacity < 1.0
+    assert shown.handles[-1].visible and not shown.handles[0].visible
     with pytest.raises(ValueError, match="no grasp"):
         panel.choose(len(grasps))
+    # Next / Previous step through them (wrapping); "Show all" dims the others instead.
+    assert panel.step(1) == 0 and panel.step(-1) == len(grasps) - 1
+    panel.show_all.value = True
+    panel.step(1)
+    assert all(h.visible for h in shown.handles)
+    assert shown.handles[0].opacity == 1.0 and all(h.opacity < 1.0 for h in shown.handles[1:])
 
     # Export: the same JSON as `scenelab grasp`; never replaced without confirmation; confined.
     out = panel.export("grasps.json")
@@ -115,11 +126,16 @@ def test_selection_target_meshes_scores_and_export(viewer, world, tmp_path):
     assert panel.shown is None and panel.details.content == ""
 
 
-def test_score_colours_run_red_to_green():
+def test_score_colours_run_red_to_green_as_the_legend_says():
     c = score_colors(np.array([0.9, 0.5, 0.1])).astype(int)
     assert c[0, 1] > c[0, 0]  # best: green
     assert c[2, 0] > c[2, 1]  # worst: red
     assert score_colors(np.array([0.4])).shape == (1, 3)
+    html = legend_html(np.array([0.9, 0.5, 0.1]))
+    lo, hi = (tuple(int(v) for v in c[i]) for i in (2, 0))
+    assert "0.10" in html and "0.90" in html
+    assert html.index("rgb({},{},{})".format(*lo)) < html.index("rgb({},{},{})".format(*hi))
+    assert legend_html(np.array([])) == ""
 
 
 def test_query_target(viewer, world):

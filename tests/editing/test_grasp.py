@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from editing.grasp import (
+    COMPONENTS,
     GraspConfig,
     GripperConfig,
     grasps_to_json,
@@ -72,7 +73,7 @@ def test_grasps_pass_the_analytic_checks(table_world, name):
     assert 0 < len(result.grasps) <= 8
     assert_all_pass(result, table_world, name)
     for g in result.grasps:
-        assert set(g.scores) == {"antipodality", "approach", "clearance", "centring"}
+        assert set(g.scores) == {*COMPONENTS, "thickness"}
         assert all(0.0 <= v <= 1.0 for v in g.scores.values()) and 0 <= g.score <= 1
 
 
@@ -205,11 +206,16 @@ def test_gripper_boxes_mesh_and_json(table_world, tmp_path):
     assert left.contains(g.contacts[0][None], margin=1e-9)[0]
     assert right.contains(g.contacts[1][None], margin=1e-9)[0]
     assert (palm.center - g.center) @ g.approach < -GRIPPER.finger_length + GRIPPER.tip_depth
-    v, f = gripper_mesh(g, GRIPPER)
+    v, f = gripper_mesh(g, GRIPPER)  # fingers, bridge, stem: four boxes
     assert (
-        v.shape == (24, 3) and v.dtype == np.float32 and f.shape == (36, 3) and f.dtype == np.int32
+        v.shape == (32, 3) and v.dtype == np.float32 and f.shape == (48, 3) and f.dtype == np.int32
     )
-    assert f.max() == 23
+    assert f.max() == 31
+    # Every mesh vertex lies inside the collision boxes (the drawn gripper is what is checked).
+    inside = np.zeros(len(v), dtype=bool)
+    for b in boxes:
+        inside |= b.contains(v.astype(np.float64), margin=1e-6)
+    assert inside.all()
 
     data = grasps_to_json(result, GRIPPER)
     assert data["units"] == "metres" and data["gripper"]["max_opening"] == 0.08
