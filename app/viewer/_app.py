@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import viser
 
 from editing.project import Autosaver, Project, Recovery, discard_recovery, load_project
@@ -48,8 +49,9 @@ from fields.conventions import (
 from fields.features import FeatureField
 from fields.nerf import NerfScene
 
-from ._camera import camera_view, pose_of, vertical_fov
+from ._camera import camera_view, client_camera, pose_of, vertical_fov
 from ._jobs import JobRunner
+from ._lod import BudgetController
 from ._nerf_view import (
     NerfDisplay,
     NerfFrame,
@@ -69,6 +71,7 @@ from ._panel_jobs import JobsPanel
 from ._panel_nerf import NerfPanel
 from ._panel_objects import ObjectsPanel
 from ._panel_query import QueryPanel
+from ._panel_render import RenderPanel
 from ._panel_selection import SelectionPanel, scene_extent
 from ._panel_text_edit import TextEditPanel
 from ._panel_view import ViewPanel
@@ -79,12 +82,23 @@ from ._state import EDIT_KINDS, NothingSelectedError, Snapshot, ViewerState
 _log = logging.getLogger(__name__)
 
 SPLATS_NODE = "/scene/splats"
-# Automatic splat budget: the sample a browser gets until it proves fast, and what "fast" means
-# for rendering that sample once (hardware GL: tens of ms incl. the round trip; software GL:
-# seconds).
+MAX_NOTES = 3  # notifications one browser shows at once
+MAX_NOTE_CHARS = 240
+ERROR_NOTE_S = 15.0  # errors close by themselves too (the Jobs panel keeps the full reason)
+# Automatic splat budget: the sample a browser gets until it has been measured, and the time
+# one small render ("probe") of what it was sent should take (hardware GL: tens of ms incl. the
+# round trip; software GL: seconds for 10^5 splats). Each browser's budget then adapts to its
+# probes (`_lod.BudgetController`): the splat count whose probe would take FAST_PROBE_S, at most
+# MAX_PROBES probes after a connection.
 COARSE_SPLATS = 24_000
-FAST_PROBE_S = 1.0
+FAST_PROBE_S = 0.35
 PROBE_SETTLE_S = 0.5  # lets the splat buffer reach the browser before the probe
+MAX_PROBES = 4
+BUDGET_HYSTERESIS = 1.25  # the shared budget changes only by more than this factor
+# A camera is "at rest" this long after its last update: then the splats are re-chosen and SH
+# colour re-baked for it (when either depends on the view).
+REST_S = 0.12
+LOD_VIEW_SIZE = (640, 480)  # the canvas assumed before a browser reports its camera
 JPEG_QUALITY = 85  # NeRF frames travel as JPEG (depth as a lossless PNG beside it)
 
 # Where each folder sits (the job strip is at 0.0-0.3, the Train folder at 0.5). Explicit, so
@@ -103,6 +117,7 @@ FOLDER_ORDER = {
     "text_edit": 10.0,
     "insert": 11.0,
     "grasp": 12.0,
+    "camera_path": 13.0,
 }
 GAUSSIAN_TOOLS = (
     "selection",
@@ -135,6 +150,10 @@ class PushStats:
     seconds: float = 0.0
     pushes: int = 0
     history: list[float] = field(default_factory=list)
+    view_colored: bool = False  # SH evaluated toward `view` (a camera that came to rest)
+    widen: float = 1.0  # covariance factor of a thinned sample
+    view_pushes: int = 0  # pushes caused by a camera coming to rest
+    view_seconds: float = 0.0  # the last such push: rest detected -> buffer handed to viser
 
 
 class ViewerApp:
@@ -153,11 +172,13 @@ class ViewerApp:
         features: FeatureOptions | None = None,
         project: Project | None = None,
         project_path: Path | None = None,
+        up: Any = None,
     ) -> None:
         """Serve `scene` (Gaussians or a NeRF). `server`: one already started with
         `start_server(config)` (the CLI starts it before loading the scene); by default a new
         one is started here. `project`: a loaded project to open (its current scene should be
-        `scene`), read from `project_path`."""
+        `scene`), read from `project_path`. `up`: the world's up ("+z", a 3-vector; `view --up`),
+        overriding what the scene, its cameras, the estimate and a project say."""
         self.config = config = config or ViewerConfig()
         nerf = scene if isinstance(scene, NerfScene) else None
         if nerf is not None:
@@ -189,7 +210,15 @@ class ViewerApp:
         self._overlay_mode: str | None = None
         self.overlay_size = int(min(256, max(128, config.overlay_size)))
         self._clients: dict[int, _ClientExtras] = {}
-        self._client_fast: dict[int, bool] = {}  # probe results by client id
+        self._client_budgets: dict[int, BudgetController] = {}  # probe results by client id
+        # The camera the splats are chosen and coloured for: the most recent browser camera to
+        # come to rest (viser's scene is shared by every tab; see `_camera_rested`).
+        self._view = None
+        self._view_key: tuple | None = None
+        self._view_client: int | None = None
+        self._rest_cond = threading.Condition()
+        self._mover: viser.ClientHandle | None = None
+        self._moved_at = 0.0
         self._auto_budget = config.max_splats is None
         self._budget: int | None
         if self._auto_budget:
@@ -197,6 +226,8 @@ class ViewerApp:
         else:
             self._budget = int(config.max_splats) or None  # 0: every splat
         self._clients_lock = threading.Lock()
+        self._notes: dict[int, list[Any]] = {}  # per browser: its notifications, oldest first
+        self._notes_lock = threading.Lock()
         self._closed = False
         self.project_path: Path | None = project_path  # the project saved or opened last
         self.autosaver: Autosaver | None = None
@@ -210,7 +241,8 @@ class ViewerApp:
 
         # A NeRF opened on its own still knows where it was photographed from.
         view_cameras = self.cameras or (self._recorded_cameras(nerf) if nerf is not None else [])
-        axis = scene_up(scene, view_cameras)
+        self.up_override = None if up is None else parse_up(up)
+        axis = scene_up(scene, view_cameras, override=self.up_override)
         self.up, self.up_source = axis.vector, axis.source
         self.server.scene.set_up_direction(tuple(float(x) for x in self.up))
         self._set_initial_camera(scene, view_cameras)
@@ -235,6 +267,7 @@ class ViewerApp:
         else:
             self._build_gaussian_tools(before_view=True)
         self.view_panel = self._ordered("view", ViewPanel(self))
+        self.render_panel = self._ordered("camera_path", RenderPanel(self))
         if nerf is None:
             self.features_panel = self._ordered(
                 "features", FeaturesPanel(self, self.feature_options)
@@ -246,6 +279,7 @@ class ViewerApp:
         if project is not None and nerf is None:
             self.open_project(project, path=project_path)
         self.push()
+        threading.Thread(target=self._rest_loop, name="splat-view", daemon=True).start()
         self.server.on_client_connect(self._on_connect)  # also runs for tabs already open
         self.server.on_client_disconnect(self._on_disconnect)
         for client in self.server.get_clients().values():
@@ -273,6 +307,8 @@ class ViewerApp:
         if self._closed:
             return
         self._closed = True
+        with self._rest_cond:
+            self._rest_cond.notify_all()  # ends the camera-rest worker
         self.jobs.shutdown(timeout=2.0)
         saver, self.autosaver = self.autosaver, None
         if saver is not None:
@@ -297,7 +333,9 @@ class ViewerApp:
 
     # ------------------------------------------------------------------ splats
     def push(self, *, force: bool = False) -> SplatFrame | None:
-        """Send the current state's splats to every browser (no-op when nothing changed)."""
+        """Send the current state's splats to every browser (no-op when nothing changed):
+        within the splat budget, the splats that contribute most to the view camera's picture
+        (`view_camera`), coloured toward it when the scene has SH of degree >= 1."""
         with self._push_lock:
             snap = self.state.snapshot()
             if snap.version == self.push_stats.version and not force:
@@ -309,6 +347,7 @@ class ViewerApp:
                 snap.color_mode,
                 snap.shown_values,
                 budget=self._budget,
+                view=self.view_camera(),
             )
             buf = frame.buffer
             if buf.shape[0] == 0:
@@ -331,9 +370,86 @@ class ViewerApp:
             st = self.push_stats
             st.count, st.version, st.seconds = frame.count, snap.version, dt
             st.thinned = frame.thinned
+            st.view_colored, st.widen = frame.view_colored, frame.widen
             st.pushes += 1
             st.history = [*st.history[-99:], dt]
             return frame
+
+    def view_camera(self) -> Camera | None:
+        """The camera pushes choose and colour splats for: the last browser camera that came
+        to rest, else the initial view at `LOD_VIEW_SIZE` (None while a NeRF is shown)."""
+        if self._view is not None:
+            return self._view
+        if self.nerf is not None or not hasattr(self, "initial_view"):
+            return None
+        eye, look_at, up = self.initial_view
+        w, h = LOD_VIEW_SIZE
+        try:
+            return _view_from(eye, look_at, up, w, h)
+        except ValueError:  # eye on the target, or looking along up
+            return None
+
+    def _view_dependent(self) -> bool:
+        """Whether what the browsers are sent depends on the camera: SH colour, or a sample."""
+        scene = self.state.scene
+        if self.nerf is not None or len(scene) == 0:
+            return False
+        budget = self._budget
+        return scene.sh.shape[1] > 1 or (budget is not None and len(scene) > budget)
+
+    def _camera_moved(self, client: viser.ClientHandle) -> None:
+        with self._rest_cond:
+            self._mover, self._moved_at = client, time.monotonic()
+            self._rest_cond.notify()
+
+    def _rest_loop(self) -> None:
+        """Wait for a camera to rest (REST_S without updates), then `_camera_rested`."""
+        while True:
+            with self._rest_cond:
+                while self._mover is None and not self._closed:
+                    self._rest_cond.wait(1.0)
+                if self._closed:
+                    return
+                wait = self._moved_at + REST_S - time.monotonic()
+                if wait > 0:
+                    self._rest_cond.wait(wait)
+                    continue
+                client, self._mover = self._mover, None
+            try:
+                self._camera_rested(client)
+            except Exception:  # a tab that went away mid-way; the next rest tries again
+                _log.debug("refreshing the splats for a resting camera failed", exc_info=True)
+
+    def _camera_rested(self, client: viser.ClientHandle) -> None:
+        """Re-choose the sample and re-bake SH colour for this browser's camera.
+
+        viser's scene (and so the splat buffer) is shared by every tab: with several tabs the
+        splats follow the most recent camera to come to rest (other tabs see colour baked for
+        that viewpoint until their own camera rests). Per-tab buffers (`client.scene`) would
+        cost one buffer copy per tab; one shared buffer keeps the server's memory at one copy."""
+        if self._closed:
+            return
+        try:
+            cam = client_camera(client.camera)
+        except AssertionError:  # no camera message from this client yet
+            return
+        key = (
+            tuple(np.round(np.asarray(client.camera.wxyz, dtype=float), 6)),
+            tuple(np.round(np.asarray(client.camera.position, dtype=float), 6)),
+            round(float(client.camera.fov), 6),
+            cam.width,
+            cam.height,
+        )
+        if key == self._view_key:
+            return
+        self._view, self._view_key, self._view_client = cam, key, client.client_id
+        if not self._view_dependent():
+            return
+        t0 = time.perf_counter()
+        if self.push(force=True) is not None:
+            st = self.push_stats
+            st.view_pushes += 1
+            st.view_seconds = time.perf_counter() - t0
 
     def derive(
         self,
@@ -523,19 +639,27 @@ class ViewerApp:
         self.push(force=True)
         self._budget_changed()
 
-    def _refresh_budget(self, *, force_push: bool = False) -> None:
+    def _refresh_budget(self, *, force_push: bool = False) -> bool:
+        """Set the shared budget from the browsers' own (the smallest: every tab shares one
+        scene, and the slowest must stay interactive); True when it changed."""
         if not self._auto_budget:
-            return
+            return False
         n = len(self.state.scene)
         with self._clients_lock:
-            # Until every open tab has shown that it renders fast, assume it might not.
-            ids = list(self._clients)
-            all_fast = bool(ids) and all(self._client_fast.get(i) is True for i in ids)
-        budget = COARSE_SPLATS if n > COARSE_SPLATS and not all_fast else None
-        if budget != self._budget or force_push:
-            self._budget = budget
+            # A tab not measured yet gets the coarse sample.
+            own = [self._client_budgets.get(i) for i in self._clients]
+            wanted = [COARSE_SPLATS if c is None or c.budget is None else c.budget for c in own]
+        budget = min(wanted) if wanted else COARSE_SPLATS
+        new = None if budget >= n else budget
+        old = self._budget
+        # Small steps up wait (probes are noisy); steps down never do.
+        small_step = new is not None and old is not None and old < new < BUDGET_HYSTERESIS * old
+        if (new != old and not small_step) or force_push:
+            self._budget = new
             self.push(force=True)
             self._budget_changed()
+            return new != old
+        return False
 
     def _budget_changed(self) -> None:
         panel = getattr(self, "view_panel", None)
@@ -543,27 +667,36 @@ class ViewerApp:
             panel.sync_budget()
 
     def _probe_client(self, client: viser.ClientHandle) -> None:
-        """Time one small render in this browser (with the sample loaded) to learn whether it
-        renders splats in hardware; then pick the budget for everyone."""
+        """Time a small render in this browser with what it was sent, size its budget from that
+        (`BudgetController`), update the shared budget, and measure again while it changes."""
         if not self._auto_budget or len(self.state.scene) <= COARSE_SPLATS:
             return
-        time.sleep(PROBE_SETTLE_S)
-        t0 = time.monotonic()
-        try:
-            client.get_render(48, 64, transport_format="jpeg", timeout=120.0)
-        except Exception as e:  # disconnected, or timed out: leave it unknown
-            _log.debug("render probe failed: %s", e)
-            return
-        seconds = time.monotonic() - t0
-        fast = seconds < FAST_PROBE_S
-        _log.info(
-            "client %s rendered %s splats in %.2f s", client.client_id, self.shown_count, seconds
-        )
-        with self._clients_lock:
-            if client.client_id not in self._clients:
+        for _ in range(MAX_PROBES):
+            time.sleep(PROBE_SETTLE_S)
+            count = self.shown_count
+            t0 = time.monotonic()
+            try:
+                client.get_render(48, 64, transport_format="jpeg", timeout=120.0)
+            except Exception as e:  # disconnected, or timed out: leave it unknown
+                _log.debug("render probe failed: %s", e)
                 return
-            self._client_fast[client.client_id] = fast
-        self._refresh_budget()
+            seconds = time.monotonic() - t0
+            _log.info("client %s rendered %s splats in %.2f s", client.client_id, count, seconds)
+            with self._clients_lock:
+                if client.client_id not in self._clients or self._closed:
+                    return
+                ctl = self._client_budgets.setdefault(
+                    client.client_id, BudgetController(COARSE_SPLATS, FAST_PROBE_S)
+                )
+                ctl.update(seconds, count, len(self.state.scene))
+            if not self._refresh_budget():
+                return
+
+    def client_budget(self, client_id: int) -> int | None:
+        """The budget measured for one browser (None: not measured yet)."""
+        with self._clients_lock:
+            c = self._client_budgets.get(client_id)
+        return None if c is None else c.budget
 
     @property
     def shown_count(self) -> int:
@@ -627,6 +760,7 @@ class ViewerApp:
                 return
             self._clients[client.client_id] = ex
         client.camera.on_update(lambda _cam: worker.poke(camera_moved=True))
+        client.camera.on_update(lambda _cam: self._camera_moved(client))
         client.camera.on_update(lambda _cam: self._request_frame(ex))
         with self._nerf_lock:
             if self.nerf_display is not None:
@@ -639,9 +773,11 @@ class ViewerApp:
         self._show_recovery(client)
 
     def _on_disconnect(self, client: viser.ClientHandle) -> None:
+        with self._notes_lock:
+            self._notes.pop(client.client_id, None)
         with self._clients_lock:
             ex = self._clients.pop(client.client_id, None)
-            self._client_fast.pop(client.client_id, None)
+            self._client_budgets.pop(client.client_id, None)
         if ex is not None:
             ex.overlay.stop()
             self._stop_streamer(ex, clear=False)
@@ -657,15 +793,37 @@ class ViewerApp:
         color: str | None = None,
         seconds: float | None = 5.0,
     ) -> None:
-        """A notification in one browser (`client`) or in all of them."""
+        """A notification in one browser (`client`) or in all of them. Bodies are cut to
+        `MAX_NOTE_CHARS`; a browser shows at most `MAX_NOTES` at once (the oldest goes, and one
+        repeating the last is replaced); every notification closes by itself (`seconds` None:
+        after `ERROR_NOTE_S`)."""
+        body = _short(body)
+        seconds = ERROR_NOTE_S if seconds is None else seconds
         clients = [client] if client is not None else list(self.server.get_clients().values())
         for c in clients:
             try:
-                c.add_notification(
+                handle = c.add_notification(
                     title, body, auto_close_seconds=seconds, color=color, with_close_button=True
                 )
             except Exception as e:  # a closing tab must not break the caller
                 _log.debug("notification to client failed: %s", e)
+                continue
+            with self._notes_lock:
+                notes = self._notes.setdefault(c.client_id, [])
+                now = time.monotonic()
+                live = [n for n in notes if n[1] > now]
+                gone = [n for n in notes if n[1] <= now]
+                if live and live[-1][2] == (title, body):
+                    gone.append(live.pop())  # the same message again: show it once
+                while len(live) >= MAX_NOTES:
+                    gone.append(live.pop(0))
+                live.append((handle, now + seconds, (title, body)))
+                self._notes[c.client_id] = live
+            for old in gone:
+                try:
+                    old[0].remove()
+                except Exception:  # already closed in the browser
+                    pass
 
     def action(self, title: str) -> Callable[[Callable[..., Any]], Callable[..., None]]:
         """Decorate a GUI callback: any exception becomes a notification with the reason in
@@ -732,7 +890,7 @@ class ViewerApp:
             file_panel = getattr(self, "file_panel", None)
             if file_panel is not None:
                 file_panel.project_path.value = file_panel.default_project_path()
-        if project.up:
+        if project.up and self.up_override is None:
             self.set_up(parse_up(project.up), "project")
         settings = project.settings or {}
         if isinstance(settings.get("combine_mode"), str):
@@ -764,7 +922,7 @@ class ViewerApp:
         self.initial_view = (eye, look_at, self.up)
         view = getattr(self, "view_panel", None)
         if view is not None:
-            view.up_note.content = f"Up: {format_up(self.up)} ({source})"
+            view.show_up()
 
     # ------------------------------------------------------------------ autosave
     def start_autosave(
@@ -936,6 +1094,30 @@ class ViewerApp:
         self.push()
         if self._overlay_mode is not None:
             self._poke_overlays()
+
+
+def _view_from(eye: Any, look_at: Any, up: Any, width: int, height: int) -> Camera:
+    """A `fields.Camera` at the viewer's default field of view (a view with no browser yet)."""
+    f = 0.5 * height / math.tan(math.radians(DEFAULT_FOV_DEG) / 2)
+    K = torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
+    return Camera.look_at(
+        tuple(float(x) for x in eye),
+        tuple(float(x) for x in look_at),
+        tuple(float(x) for x in up),
+        K,
+        width,
+        height,
+    )
+
+
+def _short(text: str, limit: int | None = None) -> str:
+    """`text` cut to `limit` characters (default `MAX_NOTE_CHARS`) at a word, with an ellipsis."""
+    limit = MAX_NOTE_CHARS if limit is None else limit
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0]
+    return cut + "…"
 
 
 def _reason(e: BaseException) -> str:

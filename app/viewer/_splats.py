@@ -1,14 +1,18 @@
 """`GaussianScene` -> the splat buffer viser renders in the browser.
 
 viser packs one Gaussian into 8 uint32 words (antimatter15's layout): centre xyz as float32, one
-word reserved, the 6 upper-triangular covariance terms as float16, RGBA as 4 bytes. Only the DC
-colour travels (the browser renders view-independent colour). We build that buffer ourselves
-instead of going through `GaussianSplatHandle.set_gaussians`, so that a colour-only change
-(recolour, selection highlight, value overlay) reuses the packed geometry and costs one pass over
-N bytes, and the whole update reaches the client as a single buffer message.
+word reserved, the 6 upper-triangular covariance terms as float16, RGBA as 4 bytes. viser 1.1.1
+renders one colour per splat (no SH), so view-dependent colour is baked on the server: given a
+`view` camera, `build` evaluates the shown splats' SH toward its centre (`_sh_view`). We build
+the buffer ourselves instead of going through `GaussianSplatHandle.set_gaussians`, so that a
+colour-only change (recolour, selection highlight, value overlay, SH toward a new viewpoint)
+reuses the packed geometry and costs one pass over the shown splats, and the whole update
+reaches the client as a single buffer message.
 
 Hidden Gaussians (`extras["hidden"]`, set by `editing.isolate`) are left out of the buffer;
-`SplatBuffer.shown` maps buffer rows back to scene indices.
+`SplatFrame.shown` maps buffer rows back to scene indices. With a `budget`, at most that many
+splats are sent: chosen by screen-space contribution from the `view` camera (`_lod`), or a
+position-hashed sample when there is no camera; either way widened to cover the picture.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fields import GaussianScene
+from fields import Camera, GaussianScene
 from fields.scene import quat_to_rotmat
+
+from ._lod import SplatSizes, contribution, lod_priority, select, splat_sizes
+from ._sh_view import view_colors
 
 # Selection highlight: amber, mixed 70% over the colour so the shading still shows.
 HIGHLIGHT = (1.0, 0.75, 0.0)
@@ -67,18 +74,26 @@ def covariance_triu(
     return out
 
 
-def pack_geometry(scene: GaussianScene) -> np.ndarray:  # [N,8] uint32, colour word zero
+def pack_geometry(
+    scene: GaussianScene,
+    rows: np.ndarray | None = None,  # [M] int: pack only these Gaussians (default: all)
+) -> np.ndarray:  # [N or M,8] uint32, colour word zero
     """Centres and float16 covariance terms in viser's layout; the RGBA word is left at 0."""
-    n = len(scene)
+    idx = None if rows is None else torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    n = len(scene) if idx is None else int(idx.shape[0])
     buf = np.zeros((n, 8), dtype=np.uint32)
     if n == 0:
         return buf
     with torch.no_grad():
-        triu = covariance_triu(scene.quats.detach().cpu(), scene.scales.detach().cpu())
+        means, quats, scales = (
+            t.detach().cpu() if idx is None else t.detach().cpu()[idx]
+            for t in (scene.means, scene.quats, scene.scales)
+        )
+        triu = covariance_triu(quats, scales)
         # float16 overflows above 65504: clamp so that huge background splats stay finite.
         # torch converts to half several times faster than numpy's astype.
         triu16 = triu.clamp_(-65000.0, 65000.0).half().numpy()
-        means = scene.means.detach().cpu().float().contiguous().numpy()
+        means = means.float().contiguous().numpy()
     buf[:, 0:3] = means.view(np.uint32)
     buf[:, 4:7] = triu16.view(np.uint32)
     return buf
@@ -202,25 +217,31 @@ class SplatFrame:
     buffer: np.ndarray  # [M,8] uint32
     shown: np.ndarray | None  # [M] int64 scene indices, None when every Gaussian is shown
     thinned: bool = False  # a budgeted sample of the shown Gaussians
+    view_colored: bool = False  # colours are SH evaluated toward the view camera
+    widen: float = 1.0  # mean factor applied to the sample's covariances
 
     @property
     def count(self) -> int:
         return int(self.buffer.shape[0])
 
 
-def lod_priority(centers: np.ndarray) -> np.ndarray:  # [N,3] float32 -> [N] uint32
-    """A pseudo-random rank per Gaussian from a hash of its position bits: stable when other
-    Gaussians are deleted, added or reordered, so a budgeted view does not flicker on edits."""
-    bits = np.ascontiguousarray(centers, dtype=np.float32).view(np.uint32)
-    h = (
-        bits[:, 0] * np.uint32(73856093)
-        ^ bits[:, 1] * np.uint32(19349663)
-        ^ bits[:, 2] * np.uint32(83492791)
-    )
-    h ^= h >> np.uint32(15)
-    h *= np.uint32(0x2C1B3C6D)
-    h ^= h >> np.uint32(12)
-    return h
+def hashed_sample(centers: np.ndarray, budget: int) -> np.ndarray:  # [M,3] -> [budget] rows
+    """`budget` rows chosen by `lod_priority` (sorted): a uniform sample, stable under edits."""
+    m = centers.shape[0]
+    if budget >= m:
+        return np.arange(m)
+    prio = lod_priority(centers)
+    return np.sort(np.argpartition(prio, budget)[:budget])
+
+
+def widen(buffer: np.ndarray, factor: float | np.ndarray) -> None:
+    """Scale the covariances of a packed buffer [M,8] by `factor` (a number or [M]), in place."""
+    if buffer.shape[0] == 0 or (np.isscalar(factor) and factor == 1.0):
+        return
+    f = np.asarray(factor, dtype=np.float32)
+    f = f[:, None] if f.ndim == 1 else f
+    triu = buffer[:, 4:7].copy().view(np.float16).astype(np.float32).reshape(-1, 6) * f
+    buffer[:, 4:7] = np.clip(triu, -65000.0, 65000.0).astype(np.float16).view(np.uint32)
 
 
 def thin_out(buffer: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
@@ -230,11 +251,9 @@ def thin_out(buffer: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
     m = buffer.shape[0]
     if budget >= m:
         return buffer, np.arange(m)
-    prio = lod_priority(buffer[:, 0:3].view(np.float32))
-    rows = np.sort(np.argpartition(prio, budget)[:budget])
+    rows = hashed_sample(buffer[:, 0:3].view(np.float32), budget)
     out = buffer[rows]
-    triu = out[:, 4:7].copy().view(np.float16).astype(np.float32) * (m / budget)
-    out[:, 4:7] = np.clip(triu, -65000.0, 65000.0).astype(np.float16).view(np.uint32)
+    widen(out, m / budget)
     return out, rows
 
 
@@ -273,6 +292,7 @@ class SplatBuffer:
         self._color_key: tuple[Tensor, Tensor] | None = None
         self._rgb: np.ndarray | None = None
         self._alpha: np.ndarray | None = None
+        self._sizes: tuple[tuple[Tensor, ...], SplatSizes] | None = None
         self.geometry_packs = 0  # full packs (tests and benchmarks read these)
         self.rows_packed = 0  # Gaussians packed, full or partial
 
@@ -358,6 +378,15 @@ class SplatBuffer:
         self._color_key = key
         return self._rgb, self._alpha
 
+    def sizes(self, scene: GaussianScene) -> SplatSizes:
+        """The camera-independent LOD terms of `scene` (cached for the last scene state)."""
+        tensors = (scene.means, scene.scales, scene.opacities)
+        hit = self._sizes
+        if hit is None or not all(a is b for a, b in zip(hit[0], tensors, strict=True)):
+            hit = (tensors, splat_sizes(scene))
+            self._sizes = hit
+        return hit[1]
+
     def build(
         self,
         scene: GaussianScene,
@@ -365,26 +394,81 @@ class SplatBuffer:
         mode: str = "rgb",
         values: Tensor | np.ndarray | None = None,  # [N] float
         budget: int | None = None,  # send at most this many splats (a widened sample)
+        view: Camera | None = None,  # the camera to pick the sample for and to colour toward
     ) -> SplatFrame:
-        geo = self.geometry(scene)
-        rgb, alpha = self.colors(scene)
-        sel = _np_bool(selection, len(scene))
-        vals = None if values is None else _np_float(values, len(scene))
-        shown_rgb = display_colors(rgb, sel, mode, vals)
+        """The buffer for `scene` as the browsers should show it (see the module docstring).
+
+        With `view`, SH of degree ≥ 1 are evaluated toward its centre (modes "rgb" and
+        "selection"; "values" ignores colour), and a budget keeps the splats that contribute
+        most to its picture; without, base (DC) colours and a position-hashed sample."""
+        n = len(scene)
+        sel = _np_bool(selection, n)
+        vals = None if values is None else _np_float(values, n)
         hidden = hidden_mask(scene)
-        if hidden is None:
-            buf = geo.copy()
+        shown = None if hidden is None else np.flatnonzero(~hidden)
+        count = n if shown is None else int(shown.shape[0])
+        thinned, factor = False, 1.0
+        if budget is not None and count > budget:
+            sizes = self.sizes(scene)
+            if view is not None:
+                score = contribution(sizes, view, shown)
+                kept, factor = select(score, sizes.u if shown is None else sizes.u[shown], budget)
+            else:
+                centers = sizes.centers if shown is None else sizes.centers[shown]
+                kept = hashed_sample(centers, budget)
+                factor = count / budget
+            shown = kept if shown is None else shown[kept]
+            thinned = True
+        view_sh = view is not None and scene.sh.shape[1] > 1 and mode != "values"
+        rows_t = None if shown is None else torch.from_numpy(shown)
+        if thinned:
+            # A sample: pack and colour only its rows (a 3M scene's first push packs 24k), unless
+            # the whole scene's geometry is at hand already.
+            assert shown is not None and rows_t is not None
+            geo = self._lookup(_geo_key(scene), (scene.means, scene.quats, scene.scales))
+            if geo is not None:
+                buf = geo[shown]
+            else:
+                buf = pack_geometry(scene, shown)
+                self.rows_packed += int(shown.shape[0])
+            with torch.no_grad():
+                alpha = torch.sigmoid(scene.opacities.detach().cpu().float()[rows_t]).numpy()
+            if view_sh:
+                assert view is not None
+                rgb_rows = view_colors(scene.means, scene.sh, view.center, rows=rows_t).numpy()
+            else:  # base colours: the DC band seen from anywhere
+                rgb_rows = view_colors(scene.means, scene.sh[:, :1], (0.0, 0.0, 0.0), rows=rows_t)
+                rgb_rows = rgb_rows.clamp_(0.0, 1.0).numpy()
+            if mode == "values" and vals is not None:  # the scale spans every value, not the
+                # sample's
+                rgb_all = np.zeros((n, 3), np.float32)  # (ignored by the "values" mode)
+                shown_rgb = display_colors(rgb_all, sel, mode, vals)[shown]
+            else:
+                sel_rows = None if sel is None else sel[shown]
+                shown_rgb = display_colors(rgb_rows, sel_rows, mode, None)
             buf[:, 7] = pack_rgba(shown_rgb, alpha)
-            shown = None
         else:
-            shown = np.flatnonzero(~hidden)
-            buf = geo[shown]
-            buf[:, 7] = pack_rgba(shown_rgb[shown], alpha[shown])
-        if budget is not None and buf.shape[0] > budget:
-            buf, rows = thin_out(buf, budget)
-            shown = rows if shown is None else shown[rows]
-            return SplatFrame(buf, shown, thinned=True)
-        return SplatFrame(buf, shown)
+            geo = self.geometry(scene)
+            rgb, alpha = self.colors(scene)
+            if view_sh:
+                assert view is not None
+                rgb_rows = view_colors(scene.means, scene.sh, view.center, rows=rows_t).numpy()
+            else:
+                rgb_rows = rgb if shown is None else rgb[shown]
+            if shown is None:
+                buf = geo.copy()
+                buf[:, 7] = pack_rgba(display_colors(rgb_rows, sel, mode, vals), alpha)
+            elif mode == "values":
+                buf = geo[shown]
+                buf[:, 7] = pack_rgba(display_colors(rgb, sel, mode, vals)[shown], alpha[shown])
+            else:
+                buf = geo[shown]
+                sel_rows = None if sel is None else sel[shown]
+                shown_rgb = display_colors(rgb_rows, sel_rows, mode, None)
+                buf[:, 7] = pack_rgba(shown_rgb, alpha[shown])
+        widen(buf, factor)
+        mean_factor = float(np.mean(factor)) if thinned else 1.0
+        return SplatFrame(buf, shown, thinned=thinned, view_colored=view_sh, widen=mean_factor)
 
 
 def _np_bool(x: Tensor | np.ndarray | None, n: int) -> np.ndarray | None:
