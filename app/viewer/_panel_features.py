@@ -221,7 +221,10 @@ class FeaturesPanel:
                 f"No features file at `{display(path, self.app.root)}`: lift them, or type the "
                 "file's name."
             )
-            raise FileNotFoundError(f"no feature field at {display(path, self.app.root)}")
+            raise FileNotFoundError(
+                f"no features file at {display(path, self.app.root)}: press Lift features, or "
+                "type the name of a .safetensors file in the working folder"
+            )
         field = load_field(path)
         try:
             self.adopt(field, f"features {path.name}")

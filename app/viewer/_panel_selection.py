@@ -32,6 +32,10 @@ SHAPES = ("box", "sphere")
 VOLUME_NODE = "/selection_volume"
 _MODIFIER_MODE = {"shift": "add", "cmd/ctrl": "subtract"}
 _VOLUME_COLOR = (255, 120, 0)
+# A visible-only rectangle hints at what it left behind when that is this many Gaussians and
+# this share of the selection.
+HIDDEN_HINT_MIN = 50
+HIDDEN_HINT_SHARE = 0.2
 
 
 def scene_extent(scene) -> float:
@@ -49,6 +53,7 @@ class SelectionPanel:
         extent = scene_extent(app.state.scene)
         self.extent = extent
         self._tool = "Navigate"
+        self.last_hidden = 0  # Gaussians a visible-only rectangle left behind the selected ones
         with gui.add_folder("Selection") as self.folder:
             self.tool = gui.add_dropdown(
                 "Tool",
@@ -166,7 +171,11 @@ class SelectionPanel:
             (u0, v0), (u1, v1) = event.screen_min, event.screen_max
             rect = (u0 * cam.width, v0 * cam.height, u1 * cam.width, v1 * cam.height)
             self.select_rect(
-                cam, rect, self._mode(event.modifier), through=not self.visible_only.value
+                cam,
+                rect,
+                self._mode(event.modifier),
+                through=not self.visible_only.value,
+                client=event.client,
             )
 
         run(event)
@@ -204,11 +213,33 @@ class SelectionPanel:
         mode: str = "replace",
         *,
         through: bool = False,
+        client: viser.ClientHandle | None = None,
     ) -> int:
-        return self.app.state.select_with(
-            lambda scene, _sel: editing.select_rect(scene, camera, rect, through=through).cpu(),
-            mode,
-        )
+        """Select the Gaussians in the rectangle (visible ones only unless `through`). When
+        "Visible only" leaves many Gaussians behind the selected ones in the rectangle (an
+        object's far side), the browser that dragged gets a hint; `self.last_hidden` counts
+        them."""
+        hidden = [0]
+
+        def compute(scene, _sel):
+            mask = editing.select_rect(scene, camera, rect, through=through).cpu()
+            if not through:
+                column = editing.select_rect(scene, camera, rect, through=True).cpu()
+                hidden[0] = int((column & ~mask).sum())
+            return mask
+
+        n = self.app.state.select_with(compute, mode)
+        self.last_hidden = hidden[0]
+        chosen = int(self.app.state.n_selected)
+        if hidden[0] > max(HIDDEN_HINT_MIN, HIDDEN_HINT_SHARE * max(chosen, 1)):
+            self.app.notify(
+                "Visible only",
+                f"{hidden[0]:,} more Gaussians lie behind the selected ones in the rectangle "
+                "(the far side). Untick Visible only to select through, or Grow / shrink.",
+                client=client,
+                seconds=8.0,
+            )
+        return n
 
     def grow(self, distance: float) -> None:
         """Grow or shrink the selection by `distance`, as a job (a KD-tree over N points)."""

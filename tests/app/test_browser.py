@@ -161,8 +161,14 @@ def app_with_cameras(tmp_path):
     viewer.stop()
 
 
+PAGE_TIMEOUT_MS = 120_000  # clicks wait this long for a page busy drawing 10^5 splats in software
+
+
 def open_page(browser, url: str):
     page = browser.new_page()
+    # Software WebGL on two shared cores can keep the page's main thread busy for tens of
+    # seconds after a large push; Playwright's 30 s default then fails clicks that would land.
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.goto(url)
     return page
 

@@ -167,6 +167,12 @@ def test_click_pick_and_rect_select_through(viewer, scene):
     n = viewer.selection_panel.select_rect(cam, (u0, v0, u1, v1), through=True)
     sel = viewer.state.selection
     assert n > 0 and (scene.extras["label"][sel] == 1).float().mean() > 0.8
+    assert viewer.selection_panel.last_hidden == 0  # through: nothing left behind
+
+    # Visible only: the blob's far side stays, and the panel counts it for the hint it gives.
+    front = viewer.selection_panel.select_rect(cam, (u0, v0, u1, v1))
+    assert 0 < front < n
+    assert viewer.selection_panel.last_hidden == n - front
 
 
 def test_volume_select_box_and_sphere(viewer, scene):
@@ -307,6 +313,25 @@ def test_automatic_splat_budget(scene, tmp_path, monkeypatch):
         assert app.splat_budget is None
         app.set_splat_budget(500)
         assert app.shown_count == 500
+    finally:
+        app.stop()
+
+
+def test_sample_note_follows_the_scene_size(scene, tmp_path):
+    """The "Showing M of N splats" note counts the scene as it is now: an insert (or undo)
+    changes N and the note says so."""
+    from fields import GaussianScene
+
+    app = ViewerApp(scene, ViewerConfig(port=0, root=tmp_path, max_splats=700))
+    try:
+        note = app.view_panel.budget_note
+        assert note.visible and f"of {len(scene):,} splats" in note.content
+        extra = scene.subset(torch.arange(300))
+        app.state.apply("insert", lambda s, _sel: GaussianScene.concat([s, extra]),
+                        needs_selection=False)  # fmt: skip
+        assert f"of {len(scene) + 300:,} splats" in note.content
+        app.state.undo()
+        assert f"of {len(scene):,} splats" in note.content
     finally:
         app.stop()
 
