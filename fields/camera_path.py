@@ -40,10 +40,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.interpolate import PchipInterpolator
-from scipy.spatial.transform import Rotation
 
 from .camera import Camera
+
+
+def _rotation():  # scipy's Rotation, imported when a path is used (not when `fields` loads)
+    from scipy.spatial.transform import Rotation
+
+    return Rotation
+
 
 __all__ = [
     "CameraPath",
@@ -96,14 +101,14 @@ class Keyframe:
         """From a viser-style camera (OpenCV axes; `wxyz` need not be normalised)."""
         q = np.asarray(wxyz, dtype=np.float64).reshape(4)
         c2w = np.eye(4)
-        c2w[:3, :3] = Rotation.from_quat(q, scalar_first=True).as_matrix()
+        c2w[:3, :3] = _rotation().from_quat(q, scalar_first=True).as_matrix()
         c2w[:3, 3] = np.asarray(position, dtype=np.float64).reshape(3)
         return cls(c2w, fov_deg)
 
     @property
     def wxyz(self) -> np.ndarray:
         """[4] unit quaternion of the rotation (w >= 0)."""
-        q = Rotation.from_matrix(self.c2w[:3, :3]).as_quat(scalar_first=True)
+        q = _rotation().from_matrix(self.c2w[:3, :3]).as_quat(scalar_first=True)
         return q if q[0] >= 0 else -q
 
     @property
@@ -246,7 +251,7 @@ class CameraPath:
         fov = _kb_curve(np.array([[kf.fov_deg] for kf in self.keyframes]), u, tension, loop)[:, 0]
         rot = _quat_curve(np.stack([kf.wxyz for kf in self.keyframes]), u, tension, loop)
         c2w = np.tile(np.eye(4), (len(t), 1, 1))
-        c2w[:, :3, :3] = Rotation.from_quat(rot, scalar_first=True).as_matrix()
+        c2w[:, :3, :3] = _rotation().from_quat(rot, scalar_first=True).as_matrix()
         c2w[:, :3, 3] = pos
         return c2w, np.clip(fov, 1e-3, 179.0)
 
@@ -257,6 +262,8 @@ class CameraPath:
         if self.loop:
             knots, idx = np.append(knots, self.seconds), np.append(idx, len(knots))
         span = knots[-1]
+        from scipy.interpolate import PchipInterpolator  # (scipy.interpolate: 0.3 s to import)
+
         return np.clip(PchipInterpolator(knots, idx)(np.clip(t, knots[0], span)), 0, idx[-1])
 
     def cameras(self, times: np.ndarray | None = None) -> list[Camera]:

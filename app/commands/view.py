@@ -204,10 +204,11 @@ def serve(
     *,
     t0: float | None = None,
     setup: Callable[[Any], None] | None = None,
+    preview: Callable[[Any], None] | None = None,
 ) -> int:
-    """Start the server first (the browser can load the page meanwhile), then `load()` the scene
-    (a dict of `ViewerApp` keyword arguments: scene, cameras, source, title), then `setup(app)`
-    (extra panels), then block."""
+    """Start the server first (the browser can load the page meanwhile), then `preview(started)`
+    (a first look at a large scene), then `load()` the scene (a dict of `ViewerApp` keyword
+    arguments: scene, cameras, source, title), then `setup(app)` (extra panels), then block."""
     from app.viewer import ViewerConfig, start_server
 
     t0 = time.perf_counter() if t0 is None else t0
@@ -252,6 +253,8 @@ def serve(
         from app.viewer import ViewerApp
 
         torch.set_num_threads(max(1, args.threads))
+        if preview is not None:
+            preview(started)
         kwargs = load()
         if hasattr(args, "features"):
             kwargs["features"] = feature_options(args)
@@ -370,6 +373,17 @@ def run(args: argparse.Namespace) -> int:
             "project_path": key if project_file else None,
         }
 
+    def first_look(started) -> None:
+        """A strided sample of a large .ply on screen while the whole file loads."""
+        if nerf or project_file or args.max_splats == 0:
+            return
+        from app.viewer import show_preview
+
+        try:
+            show_preview(started, args.scene, up=up)
+        except Exception as e:  # a preview must never stop the real load (which reports)
+            print(f"scenelab view: no preview ({type(e).__name__}: {e})", file=sys.stderr)
+
     def setup(viewer) -> None:
         if viewer.dataset is not None:  # --data: the Train folder trains on it
             from app.viewer import TrainPanel
@@ -386,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
                 key, every_edits=args.autosave_edits, every_seconds=args.autosave_seconds
             )
 
-    return serve(args, load, t0=t0, setup=setup)
+    return serve(args, load, t0=t0, setup=setup, preview=first_look)
 
 
 def _when(timestamp: float) -> str:

@@ -10,6 +10,8 @@ app.wait()  # serve until Ctrl+C
 
 `start_server(config)` binds the port and serves the page before a scene exists (the CLI does
 this so the browser loads while the scene loads); pass its result as `ViewerApp(server=...)`.
+`show_preview(started, path)` sends a strided sample of a large PLY meanwhile (a 3M-Gaussian
+file is on screen in a few seconds, before it is parsed whole).
 
 `run_training_viewer(session)` (`scenelab train DATA --out X --viewer`) serves a viewer that
 shows a `fields.training.TrainSession` training: the splats (or, for `--model nerf`, the NeRF's
@@ -44,8 +46,16 @@ if TYPE_CHECKING:
 
     from ._app import ViewerApp
     from ._panel_train import TrainPanel
+    from ._preview import show_preview
 
-__all__ = ["TrainPanel", "ViewerApp", "ViewerConfig", "run_training_viewer", "start_server"]
+__all__ = [
+    "TrainPanel",
+    "ViewerApp",
+    "ViewerConfig",
+    "run_training_viewer",
+    "show_preview",
+    "start_server",
+]
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -152,4 +162,8 @@ def __getattr__(name: str):
         from ._panel_train import TrainPanel
 
         return TrainPanel
+    if name == "show_preview":
+        from ._preview import show_preview
+
+        return show_preview
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

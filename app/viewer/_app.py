@@ -76,12 +76,11 @@ from ._panel_selection import SelectionPanel, scene_extent
 from ._panel_text_edit import TextEditPanel
 from ._panel_view import ViewPanel
 from ._server import ServerStart, ViewerConfig, start_server
-from ._splats import SplatBuffer, SplatFrame, unpack
+from ._splats import SPLATS_NODE, SplatBuffer, SplatFrame, unpack
 from ._state import EDIT_KINDS, NothingSelectedError, Snapshot, ViewerState
 
 _log = logging.getLogger(__name__)
 
-SPLATS_NODE = "/scene/splats"
 MAX_NOTES = 3  # notifications one browser shows at once
 MAX_NOTE_CHARS = 240
 ERROR_NOTE_S = 15.0  # errors close by themselves too (the Jobs panel keeps the full reason)
@@ -219,6 +218,7 @@ class ViewerApp:
         self._rest_cond = threading.Condition()
         self._mover: viser.ClientHandle | None = None
         self._moved_at = 0.0
+        self.view_colour = True  # SH toward the resting camera (View panel: View-dependent colour)
         self._auto_budget = config.max_splats is None
         self._budget: int | None
         if self._auto_budget:
@@ -348,6 +348,7 @@ class ViewerApp:
                 snap.shown_values,
                 budget=self._budget,
                 view=self.view_camera(),
+                view_colour=self.view_colour,
             )
             buf = frame.buffer
             if buf.shape[0] == 0:
@@ -395,7 +396,15 @@ class ViewerApp:
         if self.nerf is not None or len(scene) == 0:
             return False
         budget = self._budget
-        return scene.sh.shape[1] > 1 or (budget is not None and len(scene) > budget)
+        sh = self.view_colour and scene.sh.shape[1] > 1
+        return sh or (budget is not None and len(scene) > budget)
+
+    def set_view_colour(self, on: bool) -> None:
+        """Show SH colour toward the resting camera (on), or every splat's base colour (off)."""
+        if bool(on) == self.view_colour:
+            return
+        self.view_colour = bool(on)
+        self.push(force=True)
 
     def _camera_moved(self, client: viser.ClientHandle) -> None:
         with self._rest_cond:

@@ -68,6 +68,13 @@ class ViewPanel:
                 "renders slowly (software WebGL).",
             )
             self.budget_note = gui.add_markdown("", visible=False)
+            self.view_colour = gui.add_checkbox(
+                "View-dependent colour",
+                app.view_colour,
+                disabled=app.state.scene.sh.shape[1] <= 1,
+                hint="Evaluate each splat's spherical harmonics toward the camera when it rests "
+                "(shiny surfaces change with the view). Off: base colours.",
+            )
             self.reset_button = gui.add_button("Reset view")
             self.up_note = gui.add_markdown("")
             self.align = AlignUI(app)
@@ -86,6 +93,11 @@ class ViewPanel:
         )
         self.reset_button.on_click(app.action("Reset view")(lambda e: app.reset_view(e.client)))
         self.all_splats.on_update(app.action("Every splat")(lambda _e: self._on_all_splats()))
+        self.view_colour.on_update(
+            app.action("View-dependent colour")(
+                lambda _e: app.set_view_colour(bool(self.view_colour.value))
+            )
+        )
         self.sync_budget()
         self._alignment = self._scene_alignment()
         self.frustums = self._add_frustums() if app.cameras else []
@@ -106,7 +118,7 @@ class ViewPanel:
         if tuple(self.display.options) != options:
             self.display.options = options
             self.display.value = "Colour"
-        for w in (self.overlay_size, self.all_splats):
+        for w in (self.overlay_size, self.all_splats, self.view_colour):
             w.visible = not nerf
         if nerf:
             self.budget_note.visible = False
@@ -240,6 +252,7 @@ class ViewPanel:
         if kind not in (SCENE, PROJECT):
             return
         self.sync_budget()  # the scene's size changed (an insert, a delete, an undo)
+        self.view_colour.disabled = self.app.state.scene.sh.shape[1] <= 1
         T = self._scene_alignment()
         same = (T is None and self._alignment is None) or (
             T is not None and self._alignment is not None and np.allclose(T, self._alignment)

@@ -31,6 +31,8 @@ from fields.scene import quat_to_rotmat
 from ._lod import SplatSizes, contribution, lod_priority, select, splat_sizes
 from ._sh_view import view_colors
 
+SPLATS_NODE = "/scene/splats"  # the viser scene node every splat buffer (and preview) goes to
+
 # Selection highlight: amber, mixed 70% over the colour so the shading still shows.
 HIGHLIGHT = (1.0, 0.75, 0.0)
 HIGHLIGHT_MIX = 0.7
@@ -238,10 +240,12 @@ def widen(buffer: np.ndarray, factor: float | np.ndarray) -> None:
     """Scale the covariances of a packed buffer [M,8] by `factor` (a number or [M]), in place."""
     if buffer.shape[0] == 0 or (np.isscalar(factor) and factor == 1.0):
         return
-    f = np.asarray(factor, dtype=np.float32)
+    f = torch.as_tensor(np.asarray(factor, dtype=np.float32))
     f = f[:, None] if f.ndim == 1 else f
-    triu = buffer[:, 4:7].copy().view(np.float16).astype(np.float32).reshape(-1, 6) * f
-    buffer[:, 4:7] = np.clip(triu, -65000.0, 65000.0).astype(np.float16).view(np.uint32)
+    # torch converts float16 several times faster than numpy's astype (62 -> ~8 ms at 200k).
+    half = torch.from_numpy(np.ascontiguousarray(buffer[:, 4:7]).view(np.float16))  # [M,6]
+    triu = half.float().mul_(f).clamp_(-65000.0, 65000.0)
+    buffer[:, 4:7] = triu.half().numpy().view(np.uint32)
 
 
 def thin_out(buffer: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
@@ -395,6 +399,7 @@ class SplatBuffer:
         values: Tensor | np.ndarray | None = None,  # [N] float
         budget: int | None = None,  # send at most this many splats (a widened sample)
         view: Camera | None = None,  # the camera to pick the sample for and to colour toward
+        view_colour: bool = True,  # False: base (DC) colours even with a view and SH
     ) -> SplatFrame:
         """The buffer for `scene` as the browsers should show it (see the module docstring).
 
@@ -419,7 +424,7 @@ class SplatBuffer:
                 factor = count / budget
             shown = kept if shown is None else shown[kept]
             thinned = True
-        view_sh = view is not None and scene.sh.shape[1] > 1 and mode != "values"
+        view_sh = view_colour and view is not None and scene.sh.shape[1] > 1 and mode != "values"
         rows_t = None if shown is None else torch.from_numpy(shown)
         if thinned:
             # A sample: pack and colour only its rows (a 3M scene's first push packs 24k), unless

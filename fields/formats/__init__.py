@@ -56,7 +56,7 @@ from ._common import fail, open_regular, read_exactly, read_regular
 from ._compare import scene_errors
 from ._compressed_ply import is_compressed, read_compressed, write_compressed
 from ._ksplat import read_ksplat
-from ._ply import inria_elements, read_inria
+from ._ply import inria_elements, read_inria, read_inria_sample
 from ._plyfile import PlyData, is_ply, open_ply, write_ply
 from ._sog import is_sog_bundle, read_sog, sog_files, write_sog_bundle
 from ._splat import read_splat, write_splat
@@ -68,6 +68,7 @@ __all__ = [
     "SceneFormatError",
     "clean_stale_temps",
     "format_for_path",
+    "load_preview",
     "load_scene",
     "read_point_cloud",
     "save_scene",
@@ -208,6 +209,35 @@ def load_scene(path: str | Path) -> GaussianScene:
     except MemoryError as e:
         detail = f" ({e})" if str(e) else ""
         raise SceneFormatError(path, f"out of memory while decoding it{detail}") from e
+
+
+def load_preview(path: str | Path, max_gaussians: int) -> tuple[GaussianScene, int] | None:
+    """(every k-th Gaussian, the file's count) of an INRIA PLY with more than `max_gaussians`:
+    at most that many, without extras (meta from the sidecar when it reads), what a viewer
+    shows while the whole file loads. One pass over the file into small arrays (a 3M-Gaussian
+    file: ~0.06 s when cached). None for other formats, smaller files, or a file `load_scene`
+    would refuse (it reports the problem then)."""
+    path = Path(path)
+    try:
+        f, size = open_regular(path)
+        with f:
+            if not is_ply(f.read(4)):
+                return None
+            f.seek(0)
+            ply = open_ply(path, f, size)
+            vertex = ply.header.element("vertex")
+            if is_compressed(ply) or vertex is None or vertex.count <= max_gaussians:
+                return None
+            meta = None
+            side = _sidecar.sidecar_path(path)
+            if side.is_file():
+                try:
+                    meta = _sidecar.decode(side, read_regular(side, _SIDECAR_LIMIT)).meta
+                except SceneFormatError:
+                    meta = None
+            return read_inria_sample(path, ply, max_gaussians, meta), int(vertex.count)
+    except (SceneFormatError, OSError, MemoryError, *_SLIPPED):
+        return None
 
 
 # ------------------------------------------------------------------------------------- writing

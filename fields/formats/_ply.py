@@ -38,9 +38,8 @@ def _rest_names(count: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- read
-def read_inria(
-    path: Path, ply: PlyData, sidecar: Sidecar | None, sidecar_file: Path | None
-) -> GaussianScene:
+def _inria_layout(path: Path, ply: PlyData) -> tuple[int, list[str], dict[str, np.dtype]]:
+    """(rows, the f_rest_* names, property types) of a valid INRIA vertex element."""
     vertex = ply.header.element("vertex")
     if vertex is None:
         fail(path, "PLY file has no 'vertex' element")
@@ -63,17 +62,12 @@ def read_inria(
         if types[name].kind != "f":
             fail(path, f"property {name!r} has type {types[name]}, expected a float type")
 
-    n = vertex.count
-    degree = _DEGREE_FROM_REST[len(rest)]
-    used = {*_CORE, *rest, *_NORMALS}
-    if sidecar is not None and not _sidecar_matches(sidecar, n, degree, types, used):
-        warnings.warn(
-            f"{sidecar_file}: sidecar does not match {path.name} (stale?); ignoring it",
-            stacklevel=3,
-        )
-        sidecar = None
+    return vertex.count, rest, types
 
-    # Every property goes straight into its final array, in one streamed pass over the rows.
+
+def _core_requests(n: int, rest: list[str]) -> tuple[tuple[np.ndarray, ...], list[Request]]:
+    """The core arrays (means, quats, scales, opacities, sh) of `n` rows and the gather
+    requests that fill them: every property straight into its final array."""
     m = len(rest) // 3
     means = np.empty((n, 3), np.float32)
     quats = np.empty((n, 4), np.float32)
@@ -89,6 +83,38 @@ def read_inria(
     ]
     # f_rest_* is channel-major: all R coefficients, then G, then B.
     requests += [(rest[c * m : (c + 1) * m], sh[:, 1:, c]) for c in range(3) if m]
+    return (means, quats, scales, opacities, sh), requests
+
+
+def read_inria_sample(
+    path: Path, ply: PlyData, max_rows: int, meta: dict | None = None
+) -> GaussianScene:
+    """Every k-th Gaussian of an INRIA PLY, at most `max_rows` of them (no extras): a preview
+    read in one pass over the file into small arrays."""
+    count, rest, _ = _inria_layout(path, ply)
+    step = max(1, -(-count // max(1, int(max_rows))))
+    (means, quats, scales, opacities, sh), requests = _core_requests(-(-count // step), rest)
+    ply.gather("vertex", requests, step=step)
+    return build_scene(
+        path, means=means, quats=quats, scales=scales, opacities=opacities, sh=sh, meta=meta
+    )
+
+
+def read_inria(
+    path: Path, ply: PlyData, sidecar: Sidecar | None, sidecar_file: Path | None
+) -> GaussianScene:
+    n, rest, types = _inria_layout(path, ply)
+    degree = _DEGREE_FROM_REST[len(rest)]
+    used = {*_CORE, *rest, *_NORMALS}
+    if sidecar is not None and not _sidecar_matches(sidecar, n, degree, types, used):
+        warnings.warn(
+            f"{sidecar_file}: sidecar does not match {path.name} (stale?); ignoring it",
+            stacklevel=3,
+        )
+        sidecar = None
+
+    # Every property goes straight into its final array, in one streamed pass over the rows.
+    (means, quats, scales, opacities, sh), requests = _core_requests(n, rest)
     extras, finish = _plan_extras(ply, used, n, sidecar)
     ply.gather("vertex", requests + extras)
     return build_scene(

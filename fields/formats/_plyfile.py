@@ -163,23 +163,27 @@ class PlyData:
         fields = self._row(element).fields or {}
         return {k: v[0].newbyteorder("=") for k, v in fields.items()}
 
-    def gather(self, element: str, requests: Sequence[Request]) -> None:
-        """Fill each request's array with its properties, in one pass over the element's rows.
+    def gather(self, element: str, requests: Sequence[Request], *, step: int = 1) -> None:
+        """Fill each request's array with its properties, in one pass over the element's rows
+        (every `step`-th row from the first: arrays of ceil(count / step) rows).
 
         Values are cast to the destination's dtype (float overflow gives inf: callers check
         finiteness)."""
         el = self.header.element(element)
         if el is None or not self.has(element):
             raise KeyError(element)
+        if step < 1:
+            raise ValueError(f"step must be >= 1, got {step}")
         if not requests or el.count == 0:
             return
+        rows_out = -(-el.count // step)
         row = self._row(element)
         names = list(row.names or ())
         plan = []
         for props, out in requests:
             out2 = out[:, None] if out.ndim == 1 else out
-            if out2.shape != (el.count, len(props)):
-                raise ValueError(f"gather into {out.shape} for {el.count} rows of {len(props)}")
+            if out2.shape != (rows_out, len(props)):
+                raise ValueError(f"gather into {out.shape} for {rows_out} rows of {len(props)}")
             idx = [names.index(p) for p in props]
             cols: slice | list[int] = idx
             if idx and idx == list(range(idx[0], idx[0] + len(idx))):
@@ -190,11 +194,11 @@ class PlyData:
                 table = self._tables[element]
                 for props, out, _ in plan:
                     for j, p in enumerate(props):
-                        out[:, j] = table[p]
+                        out[:, j] = table[p][::step]
                 return
-            self._stream(el, row, plan)
+            self._stream(el, row, plan, stride=step)
 
-    def _stream(self, el: PlyElement, row: np.dtype, plan: list) -> None:
+    def _stream(self, el: PlyElement, row: np.dtype, plan: list, stride: int = 1) -> None:
         assert self._source is not None
         kinds = {row.fields[n][0] for n in row.names} if row.names else set()
         same = kinds.pop() if len(kinds) == 1 else None  # every property of one type
@@ -205,15 +209,20 @@ class PlyData:
             k = min(step, el.count - start)
             view = memoryview(buf)[: k * row.itemsize]
             self._source.read_into(base + start * row.itemsize, view)
+            first = -start % stride  # the chunk's first row on the stride
+            o0 = (start + first) // stride
+            o1 = o0 + len(range(first, k, stride))
             if same is not None:
                 block = np.frombuffer(buf, dtype=same, count=k * len(row.names)).reshape(k, -1)
+                block = block[first::stride] if stride > 1 else block
                 for _, out, cols in plan:
-                    out[start : start + k] = block[:, cols]
+                    out[o0:o1] = block[:, cols]
             else:
                 rows = np.frombuffer(buf, dtype=row, count=k)
+                rows = rows[first::stride] if stride > 1 else rows
                 for props, out, _ in plan:
                     for j, p in enumerate(props):
-                        out[start : start + k, j] = rows[p]
+                        out[o0:o1, j] = rows[p]
 
     def stack(
         self, element: str, names: Sequence[str], dtype: np.dtype | type | None

@@ -4,7 +4,7 @@
 
 1. A shiny ball (SH degree 1+: red seen from +x, green from -x) looks red from one side and green
    from the other in the browser, and the mean colour of its middle matches `fields.render` from
-   the browser's own camera.
+   the browser's own camera; with "View-dependent colour" off it shows its grey base colour.
 2. A 3M-Gaussian capture-like scene opens: the first splats show (the time is printed; speed is
    measured by `benchmarks/viewer.py`, not asserted).
 """
@@ -120,6 +120,16 @@ def test_shiny_ball_colour_follows_the_view_as_the_server_renders_it(browser, sh
     # Red from +x, green from -x: the two views differ as the server render says.
     assert means["plus_x"][0] > means["plus_x"][1] + 0.3
     assert means["minus_x"][1] > means["minus_x"][0] + 0.3
+
+    # View-dependent colour off (View panel): the base colour, grey from this side too.
+    page.get_by_role("checkbox", name="View-dependent colour").click()
+    wait_until(lambda: not app.push_stats.view_colored, what="base colours pushed")
+    time.sleep(1.0)
+    img = settled(page)
+    grab(page, "sh_off_minus_x")
+    off = disc_mean(img, u, v, r)
+    print(f"SH off: browser {off.round(3)}")
+    assert abs(off[0] - off[1]) < 0.1 and means["minus_x"][1] - off[1] > 0.2, off
 
 
 @pytest.mark.slow

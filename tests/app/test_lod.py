@@ -358,6 +358,29 @@ def test_viewer_rebakes_colour_when_a_camera_rests(tmp_path):
         app.stop()
 
 
+def test_view_dependent_colour_switches_off_to_base_colours(tmp_path):
+    """The View panel's "View-dependent colour" off: every splat shows its DC colour (grey for
+    the shiny ball) from any camera; on again: the SH toward the resting camera (red)."""
+    from app.viewer import ViewerApp, ViewerConfig
+
+    scene = shiny_scene(3000)
+    app = ViewerApp(scene, ViewerConfig(port=0, root=tmp_path, max_splats=0))
+    try:
+        app._camera_rested(FakeBrowser(7, (2.5, 0.0, 0.4), app))
+        assert app.push_stats.view_colored
+        app.view_panel.view_colour.value = False
+        assert not app.view_colour and not app.push_stats.view_colored
+        base = view_colors(scene.means, scene.sh[:, :1], (0.0, 0.0, 0.0)).clamp(0, 1) * 255
+        assert np.abs(unpack(app.splats.buffer)["rgb"] - base.numpy()).max() <= 1.01
+        app._camera_rested(FakeBrowser(8, (-2.5, 0.0, 0.4), app))  # resting sends no SH now
+        assert np.abs(unpack(app.splats.buffer)["rgb"] - base.numpy()).max() <= 1.01
+        app.view_panel.view_colour.value = True
+        rgb = unpack(app.splats.buffer)["rgb"].astype(float).mean(0)
+        assert rgb[1] > 180 and rgb[0] < 80  # green, seen from -x (the last camera to rest)
+    finally:
+        app.stop()
+
+
 def test_budgeted_viewer_sends_what_the_resting_camera_sees(tmp_path):
     from app.viewer import ViewerApp, ViewerConfig
 

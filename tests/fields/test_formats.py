@@ -227,6 +227,49 @@ def test_ply_streams_in_chunks_bit_exact(tmp_path, monkeypatch, fmt, chunk_bytes
     assert back.extras["w"].dtype == torch.float64 and back.extras["w"].tolist() == list(range(37))
 
 
+@pytest.mark.parametrize("fmt", ["binary_little_endian", "binary_big_endian", "ascii"])
+@pytest.mark.parametrize("chunk_bytes", [1, 700, 1 << 22])
+@pytest.mark.parametrize("max_rows", [1, 10, 36])
+def test_preview_is_every_kth_gaussian_of_the_file(tmp_path, monkeypatch, fmt, chunk_bytes,
+                                                   max_rows):  # fmt: skip
+    """`load_preview` reads rows 0, k, 2k, ... (k = ceil(N / max)) of an INRIA PLY, exactly the
+    rows `load_scene` gives there, whatever the chunking (strides that start mid-chunk), with
+    the sidecar's meta and no extras; its second value is the file's count."""
+    import fields.formats._plyfile as plyfile_module
+    from fields.formats import load_preview
+
+    monkeypatch.setattr(plyfile_module, "CHUNK_BYTES", chunk_bytes)
+    scene = random_scene(n=37, degree=3, extras=False)
+    cols = {**inria_columns(scene), "label": np.arange(37, dtype=np.int32)}  # mixed-type rows
+    path = tmp_path / "s.ply"
+    path.write_bytes(raw_ply(cols, fmt))
+    sample, total = load_preview(path, max_rows)
+    k = -(-37 // max_rows)
+    assert total == 37 and len(sample) == len(range(0, 37, k)) <= max_rows
+    assert sample.allclose(load_scene(path).replace(extras={}).subset(torch.arange(0, 37, k)))
+    assert sample.extras == {}
+    (tmp_path / "s.ply.json").write_text('{"version": 1}')  # unreadable sidecar: no meta
+    assert load_preview(path, max_rows)[0].meta == {}
+
+
+def test_preview_only_for_large_inria_plys(tmp_path):
+    from fields.formats import load_preview
+
+    scene = random_scene(n=50, degree=1).replace(meta={"up": "+z"})
+    path = save_scene(scene, tmp_path / "s.ply")
+    assert load_preview(path, 50) is None  # small enough to load whole
+    sample, total = load_preview(path, 20)
+    assert total == 50 and len(sample) == 17 and sample.meta["up"] == "+z"
+    assert sample.allclose(scene.replace(extras={}).subset(torch.arange(0, 50, 3)))
+    for other in ("s.splat", "s.compressed.ply", "s.spz"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert load_preview(save_scene(scene, tmp_path / other), 20) is None
+    (tmp_path / "bad.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 9")
+    assert load_preview(tmp_path / "bad.ply", 2) is None  # load_scene reports what is wrong
+    assert load_preview(tmp_path / "missing.ply", 2) is None
+
+
 def test_ply_streaming_with_sidecar_extras(tmp_path, monkeypatch):
     import fields.formats._plyfile as plyfile_module
 
