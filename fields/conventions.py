@@ -336,12 +336,15 @@ def _estimate_up(scene: GaussianScene, *, max_points: int, seed: int) -> UpEstim
         float(np.clip((plane["support"] - 0.02) / 0.10, 0.0, 1.0))
         * planar
         * float(np.clip(abs(s) / 0.4, 0.0, 1.0))
+        * plane["agreement"]
     )
     evidence = (
         f"support plane holding {100 * plane['support']:.0f}% of the splats "
         f"({plane['peak']:.0f}x the slab density elsewhere, "
         f"{100 * plane['coherence']:.0f}% of them flat along it); mass and free space say "
-        f"{'this' if sign > 0 else 'the other'} side is up ({s:+.2f})"
+        f"{'this' if sign > 0 else 'the other'} side is up ({s:+.2f}"
+        + ("" if plane["agreement"] == 1.0 else f", in {plane['agreement']:.0%} agreement")
+        + ")"
     )
     return UpEstimate(
         vector=sign * plane["normal"],
@@ -392,7 +395,13 @@ def _score_plane(
     coherence /= max(1, int(inl.sum()))
     occupied = slab[slab > 0]
     peak = float(slab[b] / max(np.median(occupied), 1.0))
-    side = _up_side(P, hc, inl, normal, c, tol, diam)
+    mass, free = _side_terms(P, hc, inl, normal, c, tol, diam)
+    side = mass + free
+    # When the mass and the free space point opposite ways (the face of a flat object: the
+    # object's body on one side, nothing resting on the other), the side is a guess.
+    conflict = (
+        min(abs(mass), abs(free)) / max(abs(mass), abs(free), 1e-12) if mass * free < 0 else 0.0
+    )
     return {
         "normal": normal,
         "point": c,
@@ -402,6 +411,7 @@ def _score_plane(
         "quality": support * (min(peak, 50.0) + 20.0 * coherence),
         "sign": 1.0 if side >= 0 else -1.0,
         "side": float(side),
+        "agreement": float(1.0 - conflict),
     }
 
 
@@ -414,9 +424,22 @@ def _up_side(
     tol: float,
     diam: float,
 ) -> float:
-    """Evidence that `normal` is up (> 0) or down (< 0): the side holding the mass (half
-    weight, in [-1, 1]) plus how much more free space there is just above the plane's splats
-    than just below them (in [-1, 1]; a table's underside lies close below its top)."""
+    """Evidence that `normal` is up (> 0) or down (< 0): the sum of `_side_terms`."""
+    return float(sum(_side_terms(P, hc, inl, normal, c, tol, diam)))
+
+
+def _side_terms(
+    P: np.ndarray,  # [M,3] centres
+    hc: np.ndarray,  # [M] their heights above the plane along `normal`
+    inl: np.ndarray,  # [M] bool: on the plane
+    normal: np.ndarray,  # [3]
+    c: np.ndarray,  # [3] a point of the plane
+    tol: float,
+    diam: float,
+) -> tuple[float, float]:
+    """(mass, free): the side holding the mass (half weight, in [-0.5, 0.5]), and how much more
+    free space there is just above the plane's splats than just below them (in [-1, 1]; a
+    table's underside lies close below its top); > 0 says `normal` is up."""
     above, below = hc > 3 * tol, hc < -3 * tol
     na, nb = int(above.sum()), int(below.sum())
     mass = (na - nb) / max(1, na + nb)
@@ -428,13 +451,13 @@ def _up_side(
     key = uv[:, 0] * 1_000_003 + uv[:, 1]
     plane_cells = np.unique(key[inl])
     if len(plane_cells) == 0:
-        return 0.5 * mass
+        return 0.5 * mass, 0.0
     reach = 0.15 * diam
     occ_above = np.unique(key[above & (hc <= reach)])
     occ_below = np.unique(key[below & (hc >= -reach)])
     free_above = 1.0 - np.isin(plane_cells, occ_above).mean()
     free_below = 1.0 - np.isin(plane_cells, occ_below).mean()
-    return float(0.5 * mass + (free_above - free_below))
+    return float(0.5 * mass), float(free_above - free_below)
 
 
 def support_side(
