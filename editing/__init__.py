@@ -12,12 +12,15 @@ is loaded.
 from . import semantics
 from ._align import (
     PlaneFit,
+    align_camera,
     align_scene,
     fit_plane_at,
+    in_file_frame,
     level_transform,
     measure,
     rotation_between,
     scale_transform,
+    scene_alignment,
 )
 from ._nerf_edit import NerfEditConfig, nerf_edit_views, nerf_region, nerf_text_edit
 from .grasp import (
@@ -117,6 +120,7 @@ __all__ = [
     "TextEditConfig",
     "TextEditResult",
     "TextTo3DConfig",
+    "align_camera",
     "align_scene",
     "check_mask",
     "combine",
@@ -133,6 +137,7 @@ __all__ = [
     "gripper_mesh",
     "grow",
     "grow_box",
+    "in_file_frame",
     "insert_object",
     "is_project",
     "isolate",
@@ -164,6 +169,7 @@ __all__ = [
     "save_grasps",
     "save_project",
     "scale_transform",
+    "scene_alignment",
     "select_box",
     "select_rect",
     "select_sphere",

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fields import GaussianScene, cameras_from_meta, up_vector
+from fields import Camera, GaussianScene, cameras_from_meta, up_vector
 from fields.conventions import format_up, parse_up, robust_bounds, support_side
 
 from ._support import splat_normals
@@ -269,3 +269,42 @@ def align_scene(
                 records.append({**rec, "c2w": new.tolist()})
             meta["cameras"] = records
     return moved.replace(meta=meta)
+
+
+def scene_alignment(scene: GaussianScene) -> np.ndarray | None:
+    """[4,4] float64 `meta["alignment"]`: the similarity from the frame of the scene's file (and
+    its dataset's cameras) to the scene's frame now, or None when it was never aligned (or the
+    record is unreadable)."""
+    value = scene.meta.get("alignment")
+    if value is None:
+        return None
+    try:
+        T = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if T.shape != (4, 4) or not np.isfinite(T).all() or np.allclose(T, np.eye(4)):
+        return None
+    return T
+
+
+def align_camera(camera: Camera, T: Any) -> Camera:
+    """`camera` moved by the similarity `T` [4,4] (`T_new_old`) as `align_scene` moves the
+    splats: its centre by T, its axes by T's rotation (the scale leaves intrinsics alone)."""
+    T = np.asarray(T, dtype=np.float64)
+    c2w = camera.c2w.double().numpy()
+    A = T[:3, :3]
+    s = abs(float(np.linalg.det(A))) ** (1.0 / 3.0)
+    new = np.eye(4)
+    new[:3, :3] = (A / s) @ c2w[:3, :3]
+    new[:3, 3] = A @ c2w[:3, 3] + T[:3, 3]
+    return camera.with_pose(torch.from_numpy(np.linalg.inv(new)).to(camera.viewmat.dtype))
+
+
+def in_file_frame(scene: GaussianScene) -> GaussianScene:
+    """`scene` moved back into the frame of its file and dataset (the inverse of its
+    `meta["alignment"]`): what to pair with the dataset's photos and cameras after a level or a
+    rescale. The scene itself when it was never aligned. Gaussians keep their rows."""
+    T = scene_alignment(scene)
+    if T is None:
+        return scene
+    return align_scene(scene, np.linalg.inv(T))

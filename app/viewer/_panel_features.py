@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import editing
 from fields.features import DEFAULT_CLIP_MODEL as DEFAULT_MODEL
 from fields.features import DEFAULT_CLIP_PRETRAINED as DEFAULT_PRETRAINED
 from fields.features import (
@@ -285,7 +286,11 @@ class FeaturesPanel:
             report(ctx, 0.0, "loading teachers")
             built = self._build_teachers(teachers, dataset, snap.scene, method)
             ctx.check()
-            scene = snap.scene.to(options.device)
+            scene = snap.scene
+            own = dataset is None or (method == "lift" and isinstance(built[0], SceneOracleTeacher))
+            if not own:  # the dataset's photos pair with the scene in its file's frame (rows and
+                scene = editing.in_file_frame(scene)  # so features are the same after a level)
+            scene = scene.to(options.device)
             cache = None
             if teachers != "oracle" and dataset is not None:
                 cache = str(Path(dataset.root) / ".cache" / "teachers")
@@ -302,7 +307,6 @@ class FeaturesPanel:
                         cancel=lambda: ctx.cancelled,
                     )
                 else:
-                    own = dataset is None or isinstance(built[0], SceneOracleTeacher)
                     views = scene_views(scene, built) if own else dataset
                     field = lift_field(
                         scene,

@@ -354,11 +354,14 @@ class QueryPanel:
         return self.app.jobs.submit("Query agreement", job)
 
     def agreement_cameras(self, scene: GaussianScene) -> list:
-        """The dataset's cameras (at most `AGREEMENT_VIEWS`, spread), else an orbit."""
+        """The dataset's cameras (at most `AGREEMENT_VIEWS`, spread; moved with the scene when
+        it was levelled or rescaled), else an orbit."""
         cams = list(self.app.cameras)
         if cams:
             step = max(1, len(cams) // AGREEMENT_VIEWS)
-            return cams[::step][:AGREEMENT_VIEWS]
+            cams = cams[::step][:AGREEMENT_VIEWS]
+            T = editing.scene_alignment(scene)
+            return cams if T is None else [editing.align_camera(c, T) for c in cams]
         try:
             from fields.conventions import orbit_cameras
         except ImportError:

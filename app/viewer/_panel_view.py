@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+import editing
 from fields import Camera
 
 from ._camera import pose_of, vertical_fov
@@ -228,25 +228,12 @@ class ViewPanel:
     # ------------------------------------------------------------------ alignment
     def _scene_alignment(self) -> np.ndarray | None:
         """[4,4] the scene's `meta["alignment"]` (a level / rescale since the file), or None."""
-        value = self.app.state.scene.meta.get("alignment")
-        try:
-            T = None if value is None else np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            return None
-        return T if T is not None and T.shape == (4, 4) else None
+        return editing.scene_alignment(self.app.state.scene)
 
     def aligned(self, cam: Camera) -> Camera:
         """A dataset camera moved by the scene's alignment (as the splats were)."""
         T = self._alignment
-        if T is None:
-            return cam
-        c2w = cam.c2w.double().numpy()
-        A = T[:3, :3]
-        s = abs(float(np.linalg.det(A))) ** (1.0 / 3.0)
-        new = np.eye(4)
-        new[:3, :3] = (A / s) @ c2w[:3, :3]
-        new[:3, 3] = A @ c2w[:3, 3] + T[:3, 3]
-        return cam.with_pose(torch.from_numpy(np.linalg.inv(new)).float())
+        return cam if T is None else editing.align_camera(cam, T)
 
     def _on_state(self, kind: str) -> None:
         if kind not in (SCENE, PROJECT):

@@ -325,6 +325,33 @@ def test_distil_with_the_oracle_as_a_job_then_query(world_data, tmp_path):
         app.stop()
 
 
+def test_distil_after_a_level_pairs_the_photos_with_the_file_frame(world_data, tmp_path):
+    """A scene levelled (or rescaled) since its dataset was shot is distilled in the dataset's
+    frame (`editing.in_file_frame`): the field is as good as on the unmoved scene, and the
+    query cameras follow the scene. Pairing the photos with the moved splats would not be."""
+    import math
+
+    import editing
+
+    world, ds = world_data
+    c, s = 1.5 * math.cos(0.5), 1.5 * math.sin(0.5)  # a rotation about y, a scale of 1.5
+    T = [[c, 0, s, 0.2], [0, 1.5, 0, -0.1], [-s, 0, c, 0.3], [0, 0, 0, 1]]
+    moved = editing.align_scene(world.scene, T)
+    app = ViewerApp(moved, ViewerConfig(port=0, root=tmp_path), dataset=ds, cameras=ds.cameras)
+    try:
+        job = app.features_panel.distil("oracle", steps=60)
+        assert job.wait(300) and job.status is JobStatus.DONE, job.error
+        labels = world.scene.extras["label"]
+        k = max(world.label_names)
+        app.query_panel.run(world.label_names[k], select=True)
+        assert iou(app.state.selection, labels == k) > 0.8
+        cams = app.query_panel.agreement_cameras(app.state.scene)
+        want = editing.align_camera(ds.cameras[0], T)
+        assert torch.allclose(cams[0].viewmat, want.viewmat, atol=1e-4)
+    finally:
+        app.stop()
+
+
 # ---------------------------------------------------------------------- browser
 @pytest.mark.browser
 def test_query_in_the_browser_highlights_the_selection(make_viewer, scene):

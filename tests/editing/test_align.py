@@ -182,3 +182,26 @@ def test_cameras_follow_a_scale(world):
     for a, b in zip(cams, cameras_from_meta(scaled.meta), strict=True):
         assert np.allclose(2.0 * a.center.numpy(), b.center.numpy(), atol=1e-4)
         assert torch.allclose(a.viewmat[:3, :3], b.viewmat[:3, :3], atol=1e-5)
+
+
+def test_cameras_and_the_file_frame_follow_an_alignment(world):
+    """`align_camera` moves a camera exactly as `align_scene` moves the recorded ones;
+    `in_file_frame` undoes every level and rescale since the file (rows unchanged)."""
+    import editing
+
+    cams: list[Camera] = world.cameras[:3]
+    scene = world.scene.replace(meta={"cameras": cameras_to_meta(cams), "up": "+z"})
+    assert editing.scene_alignment(scene) is None and editing.in_file_frame(scene) is scene
+    T1 = np.eye(4)
+    T1[:3, :3] = Rotation.from_euler("xz", [30.0, 70.0], degrees=True).as_matrix()
+    T1[:3, 3] = [0.3, -0.2, 0.1]
+    twice = align_scene(align_scene(scene, T1), scale_transform(1.0, 2.5))
+    T = editing.scene_alignment(twice)
+    for a, b in zip(cams, cameras_from_meta(twice.meta), strict=True):
+        assert torch.allclose(editing.align_camera(a, T).viewmat, b.viewmat, atol=1e-4)
+    back = editing.in_file_frame(twice)
+    assert torch.allclose(back.means, scene.means, atol=1e-4)
+    assert torch.allclose(back.scales, scene.scales, atol=1e-4)
+    assert editing.scene_alignment(back) is None
+    bad = scene.replace(meta={"alignment": [[1, 2], [3, 4]]})
+    assert editing.scene_alignment(bad) is None
