@@ -869,6 +869,10 @@ class ViewerApp:
         view = getattr(self, "view_panel", None)
         if view is not None:
             settings["display"] = str(view.display.value)
+        render = getattr(self, "render_panel", None)
+        path = render.settings() if render is not None else None
+        if path is not None:
+            settings["camera_path"] = path  # nerfstudio's camera_path.json document
         return settings
 
     def project(self) -> Project:
@@ -920,6 +924,13 @@ class ViewerApp:
         grasp_panel = getattr(self, "grasp_panel", None)
         if grasp_panel is not None:
             grasp_panel.restore(project.grasps)
+        render = getattr(self, "render_panel", None)
+        if render is not None:
+            try:
+                render.restore(settings.get("camera_path"))
+            except ValueError as e:  # a damaged path must not block the rest of the project
+                _log.info("project camera path not restored: %s", e)
+                self.notify("Camera path not restored", str(e), color="yellow")
         self.push(force=True)
 
     def set_up(self, up: np.ndarray, source: str) -> None:

@@ -23,7 +23,15 @@ import numpy as np
 import torch
 import viser
 
-from fields import CameraPath, GaussianScene, Keyframe, load_camera_path, save_camera_path
+from fields import (
+    CameraPath,
+    GaussianScene,
+    Keyframe,
+    camera_path_from_json,
+    camera_path_to_json,
+    load_camera_path,
+    save_camera_path,
+)
 
 from .._paths import confine, display
 from ..commands.render import render_video, scene_renderer
@@ -424,14 +432,33 @@ class RenderPanel:
                 f"{display(source, self.app.root)} has frames but no keyframes to edit; render "
                 "it with `scenelab render SCENE --camera-path FILE --out VIDEO.mp4`"
             )
+        return self._adopt(doc.path)
+
+    def settings(self) -> dict[str, Any] | None:
+        """The path as a project keeps it (nerfstudio's document), None without keyframes."""
+        path = self.path
+        return camera_path_to_json(path) if len(path) else None
+
+    def restore(self, doc: Any) -> CameraPath | None:
+        """Show the path a project kept (`settings()`); None (and an empty path) without one."""
+        if doc is None:
+            self.stop_playing()
+            self.set_path(self.path.with_settings(keyframes=()))
+            return None
+        found = camera_path_from_json(doc, "the project's camera path").path
+        if found is None:
+            raise ValueError("the project's camera path has no keyframes")
+        return self._adopt(found)
+
+    def _adopt(self, path: CameraPath) -> CameraPath:
         self.stop_playing()
-        self.set_path(doc.path, chosen=0)
-        fovs = {round(k.fov_deg, 6) for k in doc.path.keyframes}
+        self.set_path(path, chosen=0)
+        fovs = {round(k.fov_deg, 6) for k in path.keyframes}
         if len(fovs) == 1:  # one FOV for the whole path: show it
             fov = float(fovs.pop())
             if 10.0 <= fov <= 120.0 and float(self.fov.value) != fov:
                 self.fov.value = fov
-        return doc.path
+        return path
 
     # ------------------------------------------------------------------ video
     def render(self, text: str) -> Job:

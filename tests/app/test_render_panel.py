@@ -257,3 +257,31 @@ def test_render_video_of_a_nerf(tmp_path):
         assert red.sum() > 20  # a ball, drawn by the server's NeRF renderer
     finally:
         app.stop()
+
+
+def test_the_path_is_saved_in_projects(viewer, tmp_path):
+    """A project keeps the camera path (nerfstudio's document in its settings); opening it
+    restores the keyframes, their FOV and timing; a project without one clears the panel."""
+    from editing import load_project, save_project
+
+    panel = viewer.render_panel
+    for client in orbit_clients():
+        panel.add_keyframe(client)
+    panel.seconds.value = 7.0
+    before = panel.path
+    save_project(viewer.project(), tmp_path / "p.scenelab")
+    assert "camera_path" in load_project(tmp_path / "p.scenelab").settings
+    panel.clear()
+    assert len(panel.path) == 0
+    viewer.open_project(load_project(tmp_path / "p.scenelab"))
+    after = panel.path
+    assert len(after) == 3 and after.seconds == pytest.approx(7.0)
+    for a, b in zip(before.keyframes, after.keyframes, strict=True):
+        assert np.allclose(a.c2w, b.c2w, atol=1e-6) and a.fov_deg == pytest.approx(b.fov_deg)
+    # A project saved without a path leaves none behind.
+    panel.clear()
+    save_project(viewer.project(), tmp_path / "q.scenelab")
+    for client in orbit_clients(2):
+        panel.add_keyframe(client)
+    viewer.open_project(load_project(tmp_path / "q.scenelab"))
+    assert len(panel.path) == 0
