@@ -493,13 +493,18 @@ def test_loading_a_field_of_another_scene_is_refused(make_viewer, scene, tmp_pat
 
 
 @pytest.mark.slow
-def test_the_demo_lifts_its_oracle_field_on_open(part_world, tmp_path):
+def test_the_demo_lifts_its_oracle_field_on_open(part_world, tmp_path, monkeypatch):
+    """The demo opens with its field lifted and no error notification (it used to greet a new
+    user with "Load features failed … No such file"); the lift's own "done" note is green."""
+    notes = []
+    monkeypatch.setattr(ViewerApp, "notify", lambda self, *a, **k: notes.append((a, k)))
     scene = part_world.scene
     app = ViewerApp(
         scene, ViewerConfig(port=0, root=tmp_path), features=FeatureOptions(lift_on_open=True)
     )
     try:
         assert app.jobs.wait_idle(300)
+        assert [a for a, k in notes if k.get("color") != "green"] == [], notes
         field = app.state.current_field()
         assert field is not None and field.levels == ("whole", "part")
         assert "level(s)" in app.features_panel.status.content  # no error, the field's summary
