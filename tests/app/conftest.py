@@ -96,3 +96,31 @@ def no_wait(monkeypatch):
 
     monkeypatch.setattr(ViewerApp, "wait", wait)
     return started
+
+
+# ---------------------------------------------------------------------- browser tier
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's Chromium through Playwright, one per test module (`_browser.BROWSER_TIER`)."""
+    from ._browser import CHROMIUM, CHROMIUM_ARGS
+
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="needs the playwright package (pip install playwright)"
+    )
+    if not CHROMIUM.exists():
+        pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def browser(chromium):
+    """A fresh browser context per test, closed afterwards even when the test fails: a page left
+    open keeps software WebGL drawing splats and starves every later test of CPU."""
+    from ._browser import VIEWPORT
+
+    context = chromium.new_context(viewport=VIEWPORT)
+    yield context
+    context.close()

@@ -6,13 +6,10 @@ missing. Screenshots go to $SCENELAB_SHOTS (default /tmp/scenelab_shots) for a h
 
 from __future__ import annotations
 
-import io
 import os
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,124 +17,24 @@ import torch
 
 from fields import load_scene, save_scene
 
+from ._browser import (
+    BROWSER_TIER,
+    REGION,
+    REPO,
+    drag,
+    free_port,
+    grab,
+    open_page,
+    orange_pixels,
+    poll,
+    red_pixels,
+    saturated_pixels,
+    scene_pixels,
+    wait_until,
+)
 from .conftest import blob_scene, look_camera
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--use-gl=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--disable-background-networking",
-]
-VIEWPORT = {"width": 1000, "height": 700}
-# Part of the canvas that the GUI panel (right), notifications (top left) and the axes widget
-# (bottom left) never cover.
-REGION = (slice(160, 640), slice(70, 650))
-SHOTS = Path(os.environ.get("SCENELAB_SHOTS", "/tmp/scenelab_shots"))
-REPO = Path(__file__).resolve().parents[2]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)",
-    ),
-]
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="needs the playwright package (pip install playwright)"
-)
-
-
-# ---------------------------------------------------------------------- helpers
-def grab(page, name: str | None = None) -> np.ndarray:
-    from PIL import Image
-
-    img = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
-    if name is not None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(SHOTS / f"{name}.png")
-    return img
-
-
-def scene_pixels(img: np.ndarray) -> int:
-    """Pixels in the free region that differ from the white background."""
-    r = img[REGION].astype(int)
-    return int(((255 - r).max(-1) > 40).sum())
-
-
-def red_pixels(img: np.ndarray) -> int:
-    r = img[REGION].astype(int)
-    return int(((r[..., 0] > 150) & (r[..., 1] < 90) & (r[..., 2] < 90)).sum())
-
-
-def orange_pixels(img: np.ndarray) -> int:
-    """The selection highlight (amber over red)."""
-    r = img[REGION].astype(int)
-    return int(
-        ((r[..., 0] > 200) & (r[..., 1] > 100) & (r[..., 1] < 200) & (r[..., 2] < 100)).sum()
-    )
-
-
-def saturated_pixels(img: np.ndarray) -> int:
-    """Strongly coloured pixels (the depth colormap colours the grey floor too)."""
-    r = img[REGION].astype(int)
-    return int((r.max(-1) - r.min(-1) > 100).sum())
-
-
-def poll(page, cond, timeout: float = 60.0, what: str = "condition") -> np.ndarray:
-    """Screenshot until `cond(img)` holds (splats fade in; messages take a moment).
-
-    The timeout is generous on purpose: software WebGL shares two cores with the other pytest
-    worker. Speed is measured by `benchmarks/viewer.py`, not asserted here."""
-    t0 = time.monotonic()
-    while True:
-        img = grab(page)
-        if cond(img):
-            return img
-        if time.monotonic() - t0 > timeout:
-            grab(page, "timeout_" + what.replace(" ", "_"))
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
-
-
-def wait_until(cond, timeout: float = 60.0, what: str = "condition") -> None:
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def drag(page, u: float, v: float, half: float) -> None:
-    """Drag a square of half-size `half` centred on canvas pixel (u, v)."""
-    page.mouse.move(u - half, v - half)
-    page.mouse.down()
-    page.mouse.move(u, v, steps=4)
-    page.mouse.move(u + half, v + half, steps=4)
-    page.mouse.up()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def browser(chromium):
-    """A fresh browser context per test, closed afterwards even when the test fails: a page left
-    open keeps software WebGL drawing splats and starves every later test of CPU."""
-    context = chromium.new_context(viewport=VIEWPORT)
-    yield context
-    context.close()
+pytestmark = BROWSER_TIER
 
 
 @pytest.fixture
@@ -159,18 +56,6 @@ def app_with_cameras(tmp_path):
     viewer = ViewerApp(blob_scene(), ViewerConfig(port=0, root=tmp_path), cameras=cams)
     yield viewer, cams
     viewer.stop()
-
-
-PAGE_TIMEOUT_MS = 120_000  # clicks wait this long for a page busy drawing 10^5 splats in software
-
-
-def open_page(browser, url: str):
-    page = browser.new_page()
-    # Software WebGL on two shared cores can keep the page's main thread busy for tens of
-    # seconds after a large push; Playwright's 30 s default then fails clicks that would land.
-    page.set_default_timeout(PAGE_TIMEOUT_MS)
-    page.goto(url)
-    return page
 
 
 # ---------------------------------------------------------------------- tests

@@ -14,10 +14,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from .test_browser import (  # noqa: F401  (fixtures)
-    CHROMIUM,
-    browser,
-    chromium,
+from ._browser import (
+    BROWSER_TIER,
     grab,
     open_page,
     poll,
@@ -25,13 +23,7 @@ from .test_browser import (  # noqa: F401  (fixtures)
     wait_until,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)",
-    ),
-]
+pytestmark = BROWSER_TIER
 
 
 def image_tilt_deg(client, point: np.ndarray, up: np.ndarray) -> float:
@@ -77,7 +69,7 @@ def tilted_app(tmp_path):
     viewer.stop()
 
 
-def test_level_the_scene_in_the_browser(browser, tilted_app):  # noqa: F811
+def test_level_the_scene_in_the_browser(browser, tilted_app):
     app, world, T = tilted_app
     page = open_page(browser, app.url)
     poll(page, lambda im: scene_pixels(im) > 5_000, what="splats")

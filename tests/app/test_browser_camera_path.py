@@ -8,30 +8,21 @@ $SCENELAB_SHOTS (default /tmp/scenelab_shots)."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
-from .conftest import look_camera
-from .test_browser import (  # noqa: F401  (fixtures)
-    CHROMIUM,
+from ._browser import (
+    BROWSER_TIER,
     REGION,
-    app,
-    browser,
-    chromium,
     grab,
     open_page,
     poll,
     scene_pixels,
     wait_until,
 )
+from .conftest import look_camera
+from .test_browser import app  # noqa: F401  (a fixture)
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)",
-    ),
-]
+pytestmark = BROWSER_TIER
 
 
 def test_camera_path_from_the_browser_saved_and_rendered(browser, app, tmp_path):  # noqa: F811

@@ -21,12 +21,9 @@ from fields import load_dataset
 from fields.nerf import NerfModelConfig, NerfTrainConfig, NerfTrainer, save_nerf
 from fields.synthetic import make_world, write_world
 
-from .test_browser import (  # noqa: F401  (fixtures)
-    CHROMIUM,
-    REGION,
+from ._browser import (
+    BROWSER_TIER,
     REPO,
-    browser,
-    chromium,
     free_port,
     grab,
     open_page,
@@ -36,14 +33,7 @@ from .test_browser import (  # noqa: F401  (fixtures)
     wait_until,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)",
-    ),
-]
+pytestmark = [*BROWSER_TIER, pytest.mark.slow]
 
 QUERY = "bowl"  # the object of world 0 that the first camera sees most of
 
@@ -128,7 +118,7 @@ def overview(cameras, up, index: int = 1):
     return look_at_camera(eye, centre, up, pinhole_K(640, 480, 50.0), 640, 480)
 
 
-def test_view_command_shows_a_nerf(browser, trained):  # noqa: F811
+def test_view_command_shows_a_nerf(browser, trained):
     """The acceptance interface: `scenelab view OUT.nerf --port P` shows the NeRF in a browser
     (printed: how long after the command started; the issue asks for 20 s)."""
     port = free_port()
@@ -187,7 +177,7 @@ def nerf_app(trained):
         torch.set_num_threads(threads)
 
 
-def test_nerf_preview_refine_overlays_and_convert(browser, nerf_app, trained):  # noqa: F811
+def test_nerf_preview_refine_overlays_and_convert(browser, nerf_app, trained):
     app = nerf_app
     page = open_page(browser, app.url)
     wait_until(lambda: len(app.server.get_clients()) == 1, what="the browser connected")

@@ -12,25 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import project
-from .test_browser import (  # noqa: F401  (fixtures)
-    CHROMIUM,
-    browser,
-    chromium,
+from ._browser import (
+    BROWSER_TIER,
     grab,
     open_page,
     poll,
     scene_pixels,
     wait_until,
 )
+from .conftest import project
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)",
-    ),
-]
+pytestmark = BROWSER_TIER
 
 
 @pytest.fixture
@@ -58,7 +50,7 @@ def settle(page, app, seconds: float = 2.0) -> np.ndarray:
     return last
 
 
-def test_remove_fill_closes_the_hole_delete_leaves(browser, demo_app):  # noqa: F811
+def test_remove_fill_closes_the_hole_delete_leaves(browser, demo_app):
     from app.viewer._camera import client_camera
     from fields.conventions import orbit_cameras
     from fields.synthetic import make_world

@@ -19,26 +19,18 @@ import torch
 
 from fields import render
 
-from .conftest import project
-from .test_browser import (  # noqa: F401  (fixtures)
-    CHROMIUM,
-    browser,
-    chromium,
+from ._browser import (
+    BROWSER_TIER,
     grab,
     open_page,
     poll,
     scene_pixels,
     wait_until,
 )
+from .conftest import project
 from .test_lod import capture_like_scene, shiny_scene
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)",
-    ),
-]
+pytestmark = BROWSER_TIER
 
 RADIUS = 0.3  # the shiny ball's
 
@@ -96,7 +88,7 @@ def look_from(app, client, eye) -> tuple[np.ndarray, np.ndarray]:
     return client_camera(client.camera)
 
 
-def test_shiny_ball_colour_follows_the_view_as_the_server_renders_it(browser, shiny_app):  # noqa: F811
+def test_shiny_ball_colour_follows_the_view_as_the_server_renders_it(browser, shiny_app):
     app = shiny_app
     assert app.push_stats.view_colored
     page = open_page(browser, app.url)
@@ -133,7 +125,7 @@ def test_shiny_ball_colour_follows_the_view_as_the_server_renders_it(browser, sh
 
 
 @pytest.mark.slow
-def test_three_million_gaussians_open(browser, tmp_path):  # noqa: F811
+def test_three_million_gaussians_open(browser, tmp_path):
     from app.viewer import ViewerApp, ViewerConfig
 
     scene = capture_like_scene(3_000_000)

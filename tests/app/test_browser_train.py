@@ -16,11 +16,9 @@ from fields import load_dataset, load_scene
 from fields.synthetic import make_world, write_world
 from fields.training import TrainConfig, Trainer, TrainSession
 
-from .test_browser import (  # noqa: F401  (fixtures)
-    CHROMIUM,
+from ._browser import (
+    BROWSER_TIER,
     REGION,
-    browser,
-    chromium,
     grab,
     open_page,
     poll,
@@ -28,14 +26,7 @@ from .test_browser import (  # noqa: F401  (fixtures)
     wait_until,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)",
-    ),
-]
+pytestmark = [*BROWSER_TIER, pytest.mark.slow]
 
 HELDOUT = re.compile(r"Held-out PSNR: (\d+\.\d\d) dB")
 
@@ -86,7 +77,7 @@ def training_viewer(tmp_path):
         torch.set_num_threads(threads)
 
 
-def test_watch_training_in_the_browser(browser, training_viewer, tmp_path):  # noqa: F811
+def test_watch_training_in_the_browser(browser, training_viewer, tmp_path):
     app, start, session = training_viewer
     t0 = time.monotonic()
 

@@ -354,74 +354,63 @@ def test_distil_after_a_level_pairs_the_photos_with_the_file_frame(world_data, t
 
 # ---------------------------------------------------------------------- browser
 @pytest.mark.browser
-def test_query_in_the_browser_highlights_the_selection(make_viewer, scene):
+def test_query_in_the_browser_highlights_the_selection(make_viewer, scene, browser):
     import re
     import time
 
-    from .test_browser import (
-        CHROMIUM,
-        CHROMIUM_ARGS,
-        VIEWPORT,
+    from ._browser import (
         grab,
+        open_page,
         orange_pixels,
         poll,
         red_pixels,
         saturated_pixels,
-        sync_api,
         wait_until,
     )
 
-    if not CHROMIUM.exists():
-        pytest.skip("needs Debian's Chromium at /usr/bin/chromium")
     app = make_viewer(field=oracle_field(scene), sam_decoder=tiny_decoder())
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport=VIEWPORT)
-            page.goto(app.url)
-            img = poll(page, lambda im: red_pixels(im) > 2000, what="splats")
-            assert orange_pixels(img) < 50
-            coloured = saturated_pixels(img)
-            box = page.locator("label", has_text=re.compile(r"^Query$")).locator(
-                "xpath=ancestor::div[contains(@class, 'mantine-Flex-root')][1]//input"
-            )
-            box.fill("mug")
-            box.press("Enter")
-            wait_until(lambda: app.query_panel.text.value == "mug", what="query text")
-            page.get_by_role("button", name="Select", exact=True).click()
-            wait_until(lambda: app.state.n_selected > 0, what="query selection")
-            mug = scene.extras["label"] == 1
-            assert iou(app.state.selection, mug) > 0.8
-            # The heat map: relevancy through the value overlay (turbo: the floor turns blue).
-            poll(page, lambda im: saturated_pixels(im) > 3 * coloured, what="heat map")
-            grab(page, "20_query_heatmap")
-            page.get_by_role("checkbox", name="Heat map").click()
-            wait_until(lambda: app.state.color_mode == "rgb", what="colours back")
-            poll(page, lambda im: orange_pixels(im) > 300, what="selection highlight")
-            grab(page, "21_query_selection")
+    page = open_page(browser, app.url)
+    img = poll(page, lambda im: red_pixels(im) > 2000, what="splats")
+    assert orange_pixels(img) < 50
+    coloured = saturated_pixels(img)
+    box = page.locator("label", has_text=re.compile(r"^Query$")).locator(
+        "xpath=ancestor::div[contains(@class, 'mantine-Flex-root')][1]//input"
+    )
+    box.fill("mug")
+    box.press("Enter")
+    wait_until(lambda: app.query_panel.text.value == "mug", what="query text")
+    page.get_by_role("button", name="Select", exact=True).click()
+    wait_until(lambda: app.state.n_selected > 0, what="query selection")
+    mug = scene.extras["label"] == 1
+    assert iou(app.state.selection, mug) > 0.8
+    # The heat map: relevancy through the value overlay (turbo: the floor turns blue).
+    poll(page, lambda im: saturated_pixels(im) > 3 * coloured, what="heat map")
+    grab(page, "20_query_heatmap")
+    page.get_by_role("checkbox", name="Heat map").click()
+    wait_until(lambda: app.state.color_mode == "rgb", what="colours back")
+    poll(page, lambda im: orange_pixels(im) > 300, what="selection highlight")
+    grab(page, "21_query_selection")
 
-            # Click segmentation through viser's scene click: prompt mode, then click the mug.
-            app.state.clear_selection()
-            page.get_by_role("combobox", name="Prompt").click()
-            page.get_by_role("option", name="positive").click()
-            wait_until(lambda: app.click_panel._mode == "positive", what="prompt mode")
-            time.sleep(0.5)  # the pointer registration reaches the browser
-            from app.viewer._camera import client_camera
+    # Click segmentation through viser's scene click: prompt mode, then click the mug.
+    app.state.clear_selection()
+    page.get_by_role("combobox", name="Prompt").click()
+    page.get_by_role("option", name="positive").click()
+    wait_until(lambda: app.click_panel._mode == "positive", what="prompt mode")
+    time.sleep(0.5)  # the pointer registration reaches the browser
+    from app.viewer._camera import client_camera
 
-            from .conftest import project
+    from .conftest import project
 
-            client = next(iter(app.server.get_clients().values()))
-            u, v = project(client_camera(client.camera), (0.4, 0.0, 0.2))
-            page.mouse.click(u, v)
-            wait_until(lambda: app.click_panel.lift is not None, timeout=60, what="click lift")
-            assert app.jobs.wait_idle(60)
-            assert app.click_panel.prompts is not None and app.click_panel.prompts.labels == [1]
-            if app.state.n_selected:
-                poll(page, lambda im: orange_pixels(im) > 100, what="click selection")
-            grab(page, "22_click_segmentation")
-            page.close()
-        finally:
-            browser.close()
+    client = next(iter(app.server.get_clients().values()))
+    u, v = project(client_camera(client.camera), (0.4, 0.0, 0.2))
+    page.mouse.click(u, v)
+    wait_until(lambda: app.click_panel.lift is not None, timeout=60, what="click lift")
+    assert app.jobs.wait_idle(60)
+    assert app.click_panel.prompts is not None and app.click_panel.prompts.labels == [1]
+    if app.state.n_selected:
+        poll(page, lambda im: orange_pixels(im) > 100, what="click selection")
+    grab(page, "22_click_segmentation")
+    page.close()
 
 
 # ---------------------------------------------------------------------- levels, confidence

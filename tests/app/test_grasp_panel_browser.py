@@ -10,11 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from .test_browser import (  # noqa: F401  (fixtures)
-    CHROMIUM,
+from ._browser import (
+    BROWSER_TIER,
     REGION,
-    browser,
-    chromium,
     grab,
     open_page,
     poll,
@@ -22,13 +20,7 @@ from .test_browser import (  # noqa: F401  (fixtures)
     wait_until,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)",
-    ),
-]
+pytestmark = BROWSER_TIER
 
 
 @pytest.fixture
@@ -59,7 +51,7 @@ def changed(a: np.ndarray, b: np.ndarray) -> int:
     return int((np.abs(a[REGION].astype(int) - b[REGION].astype(int)).max(-1) > 60).sum())
 
 
-def test_mug_grasps_one_at_a_time_with_a_legend(browser, mug_app):  # noqa: F811
+def test_mug_grasps_one_at_a_time_with_a_legend(browser, mug_app):
     app, world = mug_app
     page = open_page(browser, app.url)
     poll(page, lambda im: scene_pixels(im) > 5000, what="splats")

@@ -36,8 +36,8 @@ from editing.project import (
 from fields import load_scene, save_scene
 from fields.features import FeatureField
 
+from ._browser import CHROMIUM, CHROMIUM_ARGS
 from .conftest import blob_scene
-from .test_browser import CHROMIUM, CHROMIUM_ARGS
 
 REPO = Path(__file__).resolve().parents[2]
 
