@@ -18,11 +18,12 @@ from ._align import (
     in_file_frame,
     level_transform,
     measure,
-    rotation_between,
     scale_transform,
     scene_alignment,
 )
 from ._nerf_edit import NerfEditConfig, nerf_edit_views, nerf_region, nerf_text_edit
+from ._spatial import rotation_between
+from ._text_to_3d import TextTo3DConfig, shape_prior, text_to_3d
 from .grasp import (
     Grasp,
     GraspConfig,
@@ -38,7 +39,6 @@ from .history import History
 from .insertion import (
     Placement,
     SupportPlane,
-    TextTo3DConfig,
     find_free_spot,
     fit_support_plane,
     footprint,
@@ -46,8 +46,6 @@ from .insertion import (
     load_asset,
     place_object,
     place_on_support,
-    shape_prior,
-    text_to_3d,
 )
 from .ops import check_mask, delete, duplicate, isolate, pivot_transform, recolor, transform, unhide
 from .project import (

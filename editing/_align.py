@@ -22,6 +22,7 @@ from torch import Tensor
 from fields import Camera, GaussianScene, cameras_from_meta, up_vector
 from fields.conventions import format_up, parse_up, robust_bounds, support_side
 
+from ._spatial import rotation_between
 from ._support import splat_normals
 
 # Splats less opaque than this do not define surfaces.
@@ -162,21 +163,6 @@ def fit_plane_at(
         n = -n
     rms = float(np.sqrt(np.mean(((P[inl] - c) @ n) ** 2))) if inl.any() else 0.0
     return PlaneFit(point=c, normal=n, inliers=idx[inl], rms=rms, radius=radius_used)
-
-
-def rotation_between(a: Any, b: Any) -> np.ndarray:
-    """[3,3] the smallest rotation taking unit direction `a` [3] to `b` [3] (a half turn about
-    an axis orthogonal to both when they are opposite)."""
-    a = np.asarray(a, dtype=np.float64).reshape(3)
-    b = np.asarray(b, dtype=np.float64).reshape(3)
-    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
-    v, c = np.cross(a, b), float(a @ b)
-    if c < -1.0 + 1e-12:
-        axis = np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 else [0.0, 1.0, 0.0])
-        axis /= np.linalg.norm(axis)
-        return 2.0 * np.outer(axis, axis) - np.eye(3)
-    vx = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
-    return np.eye(3) + vx + vx @ vx / (1.0 + c)
 
 
 def level_transform(

@@ -35,7 +35,7 @@ from fields.conventions import DEFAULT_UP, parse_up
 from fields.scene import rgb_to_sh, rotmat_to_quat
 from fields.training import DefaultStrategy, DefaultStrategyConfig, GaussianParams, Progress
 
-from ._spatial import kdtree
+from ._spatial import kdtree, rotation_between
 from ._support import SupportPlane, fit_support_plane
 
 __all__ = ["Distiller", "TextTo3DConfig", "shape_prior", "text_to_3d"]
@@ -263,7 +263,7 @@ def _asset_prior(
     """The object scene at `path`, its up turned to the world's `up`, scaled uniformly so its
     opaque Gaussians' centres fill the box (box frame bounds) and centred in it; at most
     `config.n_gaussians` (a random subset, splats grown to keep the coverage)."""
-    from .insertion import _rotation_between, load_asset  # insertion re-exports this module
+    from .insertion import load_asset  # (insertion places what this module grows)
 
     try:
         obj = load_asset(path)
@@ -273,7 +273,7 @@ def _asset_prior(
         ) from None
     obj_up = up_vector(obj)
     obj = obj.detach().to("cpu").replace(extras={}, meta={})
-    Rw = torch.from_numpy(_rotation_between(obj_up, up))  # object up -> world up
+    Rw = torch.from_numpy(rotation_between(obj_up, up))  # object up -> world up
     opaque = torch.sigmoid(obj.opacities) > _OPAQUE
     pts = obj.means.double()[opaque if bool(opaque.any()) else slice(None)]
     local = pts @ Rw.T @ R  # box frame, before scaling
@@ -464,7 +464,7 @@ def _rest_on(obj: GaussianScene, plane: SupportPlane) -> tuple[GaussianScene, Te
     """Move the object along the plane normal so its lowest opaque splats rest on the plane as
     `place_on_support` rests an asset, then drop any splat still below the plane (inside the
     support). Returns (the object, T_world_object [4,4] float64 of the move, splats dropped)."""
-    from .insertion import _rotation_between, place_on_support  # insertion re-exports us
+    from .insertion import place_on_support
 
     # In a frame with the plane normal as +z and the base centre at the origin, the object is
     # an asset standing upright; place_on_support puts it back over the same spot.
@@ -472,7 +472,7 @@ def _rest_on(obj: GaussianScene, plane: SupportPlane) -> tuple[GaussianScene, Te
     uv, h = plane.to_plane(pts)
     base = plane.to_world(uv.mean(0), float(h.min()))
     T_local = np.eye(4)
-    T_local[:3, :3] = _rotation_between(plane.normal, np.eye(3)[2])
+    T_local[:3, :3] = rotation_between(plane.normal, np.eye(3)[2])
     T_local[:3, 3] = -T_local[:3, :3] @ base
     local = obj.transform(torch.from_numpy(T_local)).replace(meta={"up": [0.0, 0.0, 1.0]})
     spot = plane.to_world(uv.mean(0))
@@ -587,7 +587,7 @@ def text_to_3d(
     (splats dropped at the end), "support": the plane (`SupportPlane.describe()` plus the
     "gap" of the lowest splat centre above it) or None, "support_note" (what happened, or why it
     was left where it grew) and "T_rest" [4,4] (the move onto the support; identity if none)."""
-    from .insertion import insert_object  # insertion re-exports this module
+    from .insertion import insert_object
 
     config = config or TextTo3DConfig()
     prompt = str(prompt).strip()

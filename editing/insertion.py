@@ -11,13 +11,13 @@ Asset insertion, as pure functions:
 
 or `place_object(scene, obj, support_mask, name="mug")` for all four. Objects come in their own
 frame: the centre of the base at the origin, the object's up (`fields.conventions.up_vector`: its
-`meta["up"]`, else estimated from its flat base, else -y; bundled assets record +z) up, metric like the
-scene. Existing Gaussians keep their order and stay bit-identical; the object's Gaussians are
-appended with a new `label` id whose name is added to `meta["label_names"]` (as in
-`fields.synthetic` worlds), so exports and language queries know it.
+`meta["up"]`, else estimated from its flat base, else -y; bundled assets record +z) up, metric
+like the scene. Existing Gaussians keep their order and stay bit-identical; the object's
+Gaussians are appended with a new `label` id whose name is added to `meta["label_names"]` (as
+in `fields.synthetic` worlds), so exports and language queries know it.
 
-Text-to-3D (`text_to_3d`, `editing._text_to_3d`, re-exported here) grows an object from a shape
-prior fitted to a user box with score distillation and rests it on the support under the box.
+Text-to-3D (`editing.text_to_3d`, in `editing._text_to_3d`) grows an object from a shape prior
+fitted to a user box with score distillation and rests it on the support under the box.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from torch import Tensor
 
 from fields import GaussianScene, up_vector
 
+from ._spatial import rotation_between
 from ._support import (
     SupportPlane,
     extent_along,
@@ -41,13 +42,11 @@ from ._support import (
 )
 
 # Text-to-3D lives in its own module (which imports this one lazily); re-exported where it started.
-from ._text_to_3d import TextTo3DConfig, shape_prior, text_to_3d
 
 __all__ = [
     "AssetNotFoundError",
     "Placement",
     "SupportPlane",
-    "TextTo3DConfig",
     "find_free_spot",
     "fit_support_plane",
     "footprint",
@@ -55,24 +54,10 @@ __all__ = [
     "load_asset",
     "place_object",
     "place_on_support",
-    "shape_prior",
     "support_near",
-    "text_to_3d",
 ]
 
 _OPAQUE = 0.2
-
-
-def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[3,3] the smallest rotation taking unit vector `a` to unit vector `b`."""
-    v = np.cross(a, b)
-    c = float(a @ b)
-    if c < -1 + 1e-9:  # opposite: half a turn about any axis orthogonal to a
-        axis = np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 else [0.0, 1.0, 0.0])
-        axis /= np.linalg.norm(axis)
-        return 2 * np.outer(axis, axis) - np.eye(3)
-    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-    return np.eye(3) + vx + vx @ vx / (1 + c)
 
 
 def _yaw(angle: float) -> np.ndarray:
@@ -99,9 +84,9 @@ def load_asset(path: str | Path) -> GaussianScene:
 
 
 def _object_frame(obj: GaussianScene) -> np.ndarray:
-    """[3,3] rotation taking the object's up (`fields.up_vector`: meta["up"], else its estimate, else -y) to
-    +z."""
-    return _rotation_between(up_vector(obj), np.eye(3)[2])
+    """[3,3] rotation taking the object's up (`fields.up_vector`: meta["up"], else its estimate,
+    else -y) to +z."""
+    return rotation_between(up_vector(obj), np.eye(3)[2])
 
 
 def footprint(obj: GaussianScene, *, scale: float = 1.0) -> tuple[float, float]:
@@ -129,12 +114,12 @@ def place_on_support(
 ) -> tuple[GaussianScene, Tensor]:
     """The object moved so its base centre sits over `spot` and its lowest splats rest on the
     plane: the lowest centre lies one splat thickness (its standard deviation along the normal,
-    at most 0.5% of the object's height) above the plane, so it touches without sinking in. Returns (the placed object,
-    T_world_object [4,4] float64)."""
+    at most 0.5% of the object's height) above the plane, so it touches without sinking in.
+    Returns (the placed object, T_world_object [4,4] float64)."""
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
     spot = np.asarray(spot, dtype=np.float64).reshape(3)
-    R = _rotation_between(np.eye(3)[2], plane.normal) @ _yaw(yaw) @ _object_frame(obj)
+    R = rotation_between(np.eye(3)[2], plane.normal) @ _yaw(yaw) @ _object_frame(obj)
     T = np.eye(4)
     T[:3, :3] = scale * R
     T[:3, 3] = spot

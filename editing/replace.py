@@ -186,7 +186,7 @@ def replace_with_text(
 ) -> Replacement:
     """Remove the selected object (filling its hole) and grow `prompt` by text-to-3D in a box on
     the old footprint (as wide as it, as tall as the old object), resting on the support."""
-    from .insertion import text_to_3d
+    from ._text_to_3d import text_to_3d
 
     removal = removal or RemovalConfig()
     old = object_footprint(scene, mask, up=removal.up)

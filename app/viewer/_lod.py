@@ -135,8 +135,8 @@ class BudgetController:
     the render cost grows about linearly with the splats (vertex work and sorting dominate a
     small image), so the count that would take `target_s` is `count · target_s / seconds`. Steps
     up are damped (at most ×`max_step` a probe) so one fast probe cannot flood a slow browser;
-    steps down are taken at once; the budget never drops below `floor` (the coarse sample, whose probe is
-    dominated by the round trip's fixed cost and says little)."""
+    steps down are taken at once; the budget never drops below `floor` (the coarse sample, whose
+    probe is dominated by the round trip's fixed cost and says little)."""
 
     floor: int
     target_s: float = 0.5

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from editing._align import (
+from editing import (
     align_scene,
     fit_plane_at,
     level_transform,

@@ -12,7 +12,7 @@ import torch
 
 import editing
 from assets import OBJECTS_DIR
-from editing.insertion import TextTo3DConfig, shape_prior, text_to_3d
+from editing import TextTo3DConfig, shape_prior, text_to_3d
 from editing.score_distillation import DistillationConfig, ScoreDistiller, toy_distiller
 from fields import Camera, GaussianScene, render
 from fields.scene import quat_to_rotmat
