@@ -149,6 +149,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(.scenelab) or a NeRF (.nerf)",
     )
     p.add_argument(
+        "--no-preview",
+        action="store_true",
+        help="show nothing until the whole scene is loaded (by default a .ply of more than "
+        "24,000 Gaussians shows a strided sample of itself while it loads)",
+    )
+    p.add_argument(
         "--data",
         type=Path,
         default=None,
@@ -375,7 +381,7 @@ def run(args: argparse.Namespace) -> int:
 
     def first_look(started) -> None:
         """A strided sample of a large .ply on screen while the whole file loads."""
-        if nerf or project_file or args.max_splats == 0:
+        if nerf or project_file or args.max_splats == 0 or args.no_preview:
             return
         from app.viewer import show_preview
 

@@ -48,3 +48,24 @@ def test_demo_opens_the_bundled_world(no_wait, capsys):
     (app,) = no_wait
     assert app.title == "demo world" and len(app.cameras) > 0
     assert app.splat_budget is not None  # a sample first: the world has > 24k Gaussians
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-preview"], ["--max-splats", "0"]])
+def test_a_large_ply_shows_a_first_look_while_it_loads(no_wait, tmp_path, monkeypatch, flag):
+    """More than 24,000 Gaussians: a strided sample is sent before the whole file is read
+    (`show_preview`), unless --no-preview or every splat is asked for."""
+    import app.viewer._preview as preview
+
+    sent = []
+    monkeypatch.setattr(preview, "send_preview", lambda *a, **k: sent.append((a, k)))
+    scene = blob_scene(floor=160)  # 25,600 floor splats + 3,000 in the blobs
+    path = save_scene(scene, tmp_path / "s.ply")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["view", str(path), "--port", str(port), *flag]) == 0
+    if flag:
+        assert sent == []
+    else:
+        (((_started, sample, total), _),) = sent
+        assert total == len(scene) and len(sample) <= preview.PREVIEW_SPLATS < len(scene)
