@@ -415,19 +415,6 @@ def _score_plane(
     }
 
 
-def _up_side(
-    P: np.ndarray,  # [M,3] centres
-    hc: np.ndarray,  # [M] their heights above the plane along `normal`
-    inl: np.ndarray,  # [M] bool: on the plane
-    normal: np.ndarray,  # [3]
-    c: np.ndarray,  # [3] a point of the plane
-    tol: float,
-    diam: float,
-) -> float:
-    """Evidence that `normal` is up (> 0) or down (< 0): the sum of `_side_terms`."""
-    return float(sum(_side_terms(P, hc, inl, normal, c, tol, diam)))
-
-
 def _side_terms(
     P: np.ndarray,  # [M,3] centres
     hc: np.ndarray,  # [M] their heights above the plane along `normal`
@@ -480,7 +467,7 @@ def support_side(
     c = np.asarray(point, dtype=np.float64).reshape(3)
     tol = _EST_TOL * diam
     hc = (P - c) @ n
-    return _up_side(P, hc, np.abs(hc) <= 1.5 * tol, n, c, tol, diam)
+    return float(sum(_side_terms(P, hc, np.abs(hc) <= 1.5 * tol, n, c, tol, diam)))
 
 
 def _sample_opaque(
