@@ -90,6 +90,21 @@ def poll(page, cond, timeout: float = 60.0, what: str = "condition") -> np.ndarr
         time.sleep(0.3)
 
 
+def settle(page, wait: float = 1.5, timeout: float = 10.0) -> np.ndarray:
+    """A screenshot once the browser has drawn the latest push: after `wait` seconds, the first
+    of two screenshots 0.5 s apart that agree (within 8/255), or the last after `timeout`."""
+    time.sleep(wait)
+    t0 = time.monotonic()
+    last = grab(page)
+    while time.monotonic() - t0 < timeout:
+        time.sleep(0.5)
+        img = grab(page)
+        if np.abs(img.astype(int) - last.astype(int)).max() < 8:
+            return img
+        last = img
+    return last
+
+
 def wait_until(cond, timeout: float = 60.0, what: str = "condition") -> None:
     t0 = time.monotonic()
     while not cond():

@@ -7,7 +7,6 @@ browser's camera, reset to the new framing, sees the table's up as the image's u
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from ._browser import (
     open_page,
     poll,
     scene_pixels,
+    settle,
     wait_until,
 )
 
@@ -40,18 +40,6 @@ def image_tilt_deg(client, point: np.ndarray, up: np.ndarray) -> float:
 
     d = uv(point + 0.05 * up) - uv(point)
     return math.degrees(math.atan2(abs(d[0]), -d[1]))
-
-
-def settle(page, seconds: float = 2.0) -> np.ndarray:
-    time.sleep(seconds)
-    last = grab(page)
-    for _ in range(20):
-        time.sleep(0.5)
-        img = grab(page)
-        if np.abs(img.astype(int) - last.astype(int)).max() < 8:
-            return img
-        last = img
-    return last
 
 
 @pytest.fixture
@@ -75,7 +63,7 @@ def test_level_the_scene_in_the_browser(browser, tilted_app):
     poll(page, lambda im: scene_pixels(im) > 5_000, what="splats")
     wait_until(lambda: len(app.server.get_clients()) == 1, what="a client")
     client = next(iter(app.server.get_clients().values()))
-    before = settle(page)
+    before = settle(page, wait=2.0)
     grab(page, "align_1_tilted")
     top = np.array([0.0, 0.0, world.table.params["top_z"]])
     true_up = T[:3, :3] @ [0.0, 0.0, 1.0]
@@ -92,7 +80,7 @@ def test_level_the_scene_in_the_browser(browser, tilted_app):
         lambda: np.allclose(np.asarray(client.camera.up_direction), [0, 0, 1], atol=1e-3),
         what="the browser's camera to take the new up",
     )
-    after = settle(page)
+    after = settle(page, wait=2.0)
     grab(page, "align_2_levelled")
     assert scene_pixels(after) > 5_000
     assert np.abs(after.astype(int) - before.astype(int)).max(-1).mean() > 5  # it moved

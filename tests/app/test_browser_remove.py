@@ -6,8 +6,6 @@ mug-shaped hole in the table (the capture never saw the wood under it); undo, th
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -18,6 +16,7 @@ from ._browser import (
     open_page,
     poll,
     scene_pixels,
+    settle,
     wait_until,
 )
 from .conftest import project
@@ -36,18 +35,10 @@ def demo_app(tmp_path):
     viewer.stop()
 
 
-def settle(page, app, seconds: float = 2.0) -> np.ndarray:
-    """A screenshot once the browser has drawn the latest push (two equal frames in a row)."""
+def settle_after_jobs(page, app, seconds: float = 2.0) -> np.ndarray:
+    """A screenshot once the jobs are done and the browser has drawn the latest push."""
     app.jobs.wait_idle(60)
-    time.sleep(seconds)
-    last = grab(page)
-    for _ in range(20):
-        time.sleep(0.5)
-        img = grab(page)
-        if np.abs(img.astype(int) - last.astype(int)).max() < 8:
-            return img
-        last = img
-    return last
+    return settle(page, wait=seconds)
 
 
 def test_remove_fill_closes_the_hole_delete_leaves(browser, demo_app):
@@ -65,7 +56,7 @@ def test_remove_fill_closes_the_hole_delete_leaves(browser, demo_app):
         torch.tensor([0.6]), torch.tensor([62.0]), width=1000, height=700, fov_deg=50,
     )  # fmt: skip
     app.look_through(client, cam)
-    before = settle(page, app)
+    before = settle_after_jobs(page, app)
     grab(page, "remove_1_mug")
 
     # The disc under the mug, as this browser's camera sees it.
@@ -88,20 +79,20 @@ def test_remove_fill_closes_the_hole_delete_leaves(browser, demo_app):
     n = len(app.state.scene)
     page.get_by_role("button", name="Delete").first.click()
     wait_until(lambda: len(app.state.scene) < n, what="delete")
-    deleted = settle(page, app)
+    deleted = settle_after_jobs(page, app)
     grab(page, "remove_2_delete_leaves_a_hole")
 
     app.state.undo()
     wait_until(lambda: len(app.state.scene) == n, what="undo")
     page.get_by_role("button", name="Remove (fill)").click()
     wait_until(lambda: app.state.history_steps()[0][-1].startswith("remove (fill)"), what="removal")
-    filled = settle(page, app)
+    filled = settle_after_jobs(page, app)
     grab(page, "remove_3_filled")
 
     # The ground truth: the same world generated without the mug, in the same viewer and view.
     truth = make_world(0, without=["mug"]).scene
     app.state.replace_scene(truth, "ground truth")
-    expected = settle(page, app)
+    expected = settle_after_jobs(page, app)
     grab(page, "remove_4_ground_truth")
 
     def err(img: np.ndarray) -> float:  # mean abs difference to the truth inside the disc

@@ -25,6 +25,7 @@ from ._browser import (
     open_page,
     poll,
     scene_pixels,
+    settle,
     wait_until,
 )
 from .conftest import project
@@ -42,19 +43,6 @@ def shiny_app(tmp_path):
     viewer = ViewerApp(shiny_scene(6000, RADIUS), ViewerConfig(port=0, root=tmp_path))
     yield viewer
     viewer.stop()
-
-
-def settled(page, timeout: float = 90.0) -> np.ndarray:
-    """A screenshot once two in a row agree (the browser drew the latest buffer)."""
-    t0 = time.monotonic()
-    last = grab(page)
-    while time.monotonic() - t0 < timeout:
-        time.sleep(0.5)
-        img = grab(page)
-        if np.abs(img.astype(int) - last.astype(int)).max() < 8:
-            return img
-        last = img
-    return last
 
 
 def disc_mean(img: np.ndarray, u: float, v: float, r: float) -> np.ndarray:
@@ -97,7 +85,7 @@ def test_shiny_ball_colour_follows_the_view_as_the_server_renders_it(browser, sh
     means = {}
     for name, eye in (("plus_x", (2.2, 0.0, 0.5)), ("minus_x", (-2.2, 0.0, 0.5))):
         cam = look_from(app, client, eye)
-        img = settled(page)
+        img = settle(page, wait=0.0, timeout=90.0)
         grab(page, f"sh_{name}")
         u, v = project(cam, (0.0, 0.0, 0.0))
         edge_u, _ = project(cam, tuple(0.5 * RADIUS * c for c in cam.c2w[:3, 0].tolist()))
@@ -117,7 +105,7 @@ def test_shiny_ball_colour_follows_the_view_as_the_server_renders_it(browser, sh
     page.get_by_role("checkbox", name="View-dependent colour").click()
     wait_until(lambda: not app.push_stats.view_colored, what="base colours pushed")
     time.sleep(1.0)
-    img = settled(page)
+    img = settle(page, wait=0.0, timeout=90.0)
     grab(page, "sh_off_minus_x")
     off = disc_mean(img, u, v, r)
     print(f"SH off: browser {off.round(3)}")

@@ -5,8 +5,6 @@ $SCENELAB_SHOTS (default /tmp/scenelab_shots)."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -17,6 +15,7 @@ from ._browser import (
     open_page,
     poll,
     scene_pixels,
+    settle,
     wait_until,
 )
 
@@ -34,19 +33,6 @@ def mug_app(tmp_path):
     viewer.stop()
 
 
-def settled(page, seconds: float = 1.5) -> np.ndarray:
-    """A screenshot once two in a row agree."""
-    time.sleep(seconds)
-    last = grab(page)
-    for _ in range(20):
-        time.sleep(0.5)
-        img = grab(page)
-        if np.abs(img.astype(int) - last.astype(int)).max() < 8:
-            return img
-        last = img
-    return last
-
-
 def changed(a: np.ndarray, b: np.ndarray) -> int:
     return int((np.abs(a[REGION].astype(int) - b[REGION].astype(int)).max(-1) > 60).sum())
 
@@ -61,7 +47,7 @@ def test_mug_grasps_one_at_a_time_with_a_legend(browser, mug_app):
     client.camera.up_direction = (0.0, 0.0, 1.0)
     client.camera.position = tuple(centre + np.array([0.25, -0.3, 0.25]))
     client.camera.look_at = tuple(centre)
-    before = settled(page)
+    before = settle(page)
 
     app.state.select(world.scene.extras["label"] == mug.label)
     page.get_by_text("Grasps", exact=True).click()  # open the folder
@@ -74,14 +60,14 @@ def test_mug_grasps_one_at_a_time_with_a_legend(browser, mug_app):
     page.get_by_text("grasp quality").first.wait_for(timeout=30_000)  # the legend
     page.get_by_text(f"{grasps[0].score:.3f}").first.wait_for(timeout=30_000)
     poll(page, lambda im: changed(im, before) > 200, what="the best gripper")
-    one = settled(page)
+    one = settle(page)
     grab(page, "grasp_best")
 
     page.get_by_role("button", name="Next").click()
     wait_until(lambda: panel.chosen == 1, what="the next grasp")
     page.get_by_text(f"{grasps[1].score:.3f}").first.wait_for(timeout=30_000)
     poll(page, lambda im: changed(im, one) > 100, what="the highlight moved")
-    nxt = settled(page)
+    nxt = settle(page)
     grab(page, "grasp_next")
 
     page.get_by_text("Show all grasps", exact=True).click()
